@@ -127,7 +127,7 @@ def test_check_handler_function_missing_lists_what_exists(tmp_path: Path) -> Non
 
 def test_check_handler_not_callable(tmp_path: Path) -> None:
     _write(tmp_path, "train.py", "handler = 42\n")
-    with pytest.raises(HandlerError, match="train.handler is a int, not a function"):
+    with pytest.raises(HandlerError, match=r"train\.handler is a int, not a function"):
         check_handler("train:handler", tmp_path)
 
 
