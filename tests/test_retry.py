@@ -23,7 +23,13 @@ from abeja_runtime.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_aft
 
 
 def http(status: int, retry_after: float | None = None) -> HttpError:
-    cls = {400: BadRequest, 401: Unauthorized, 404: NotFound, 409: Conflict, 500: InternalServerError}
+    cls = {
+        400: BadRequest,
+        401: Unauthorized,
+        404: NotFound,
+        409: Conflict,
+        500: InternalServerError,
+    }
     return cls.get(status, HttpError)(
         "e", "d", status_code=status, url="http://127.0.0.1/x", retry_after=retry_after
     )
