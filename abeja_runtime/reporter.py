@@ -1,0 +1,1138 @@
+"""Report training statistics from the loop without ever slowing it down.
+
+``report()`` only records. It checks the values' types, merges them into the job's
+current statistics document and hands a reference to one background *sender* thread;
+the sender converts values (this is where a CUDA tensor is read), posts, retries and
+throttles. The training thread never encodes JSON, never does I/O, never reads a
+tensor and never waits for the sender: the only lock it takes guards the merge, and the
+sender never holds it (hand-over is through ``collections.deque`` append/pop, which are
+atomic).
+
+Delivery rules:
+
+* **Step-level** snapshots (the default) are throttled to one post per
+  ``min_interval``; a newer one replaces an older one that is still waiting (latest
+  wins, counted as *coalesced*), so memory stays flat however often ``report()`` is
+  called and however long the API is down.
+* **Epoch-end** snapshots (``report(..., epoch_end=True)``) are never coalesced: each
+  is posted, in order, as soon as the API takes it (they do not wait for
+  ``min_interval``, or a fast run would fall ever further behind). They queue while
+  the API is down, up to ``max_pending_epoch_ends`` (then the oldest is dropped and
+  counted); a durable on-disk spool can be plugged in through ``journal``.
+* The server never receives an older snapshot after a newer one: a step snapshot that
+  an epoch-end snapshot overtook is dropped, not sent late.
+* Failures: 429 and 5xx answers, timeouts and refused connections are retried with
+  exponential backoff and the server's ``Retry-After``; other 4xx answers are
+  permanent: logged once with the server's message, the snapshot dropped, later ones
+  still tried. Nothing is ever raised into the training loop, except
+  :class:`~abeja_runtime.errors.StatisticsError` for a value that can never be sent
+  (``strict=True``, the default, so that a typo shows at the line that made it; with
+  ``strict=False`` such a report is logged once and ignored).
+* :meth:`StatisticsReporter.flush` sends what is waiting at once and waits (bounded);
+  it also runs at interpreter exit and on SIGTERM (within the platform's 25 s grace
+  period, then the previous handler runs, or the process ends with SIGTERM's default).
+
+Process rules: only global rank 0 of a distributed run posts (other ranks' ``report()``
+is a cheap no-op); in a forked child (a DataLoader worker) every reporter that existed
+before the fork is disabled, and the process-wide default one stays disabled, so that
+workers neither post nor deadlock on a lock held at fork time.
+
+Outside a training job nothing fails: snapshots go to a JSON-lines file in the result
+dir and one log line says where.
+
+Environment variables (read when a reporter is created):
+
+``ABEJA_RUNTIME_REPORT_INTERVAL``
+    ``min_interval`` in seconds, default 5.
+``ABEJA_RUNTIME_EXIT_TIMEOUT``
+    seconds the flush at interpreter exit (and ``flush()`` without a timeout) may
+    take, default 10.
+``ABEJA_RUNTIME_SIGTERM_TIMEOUT``
+    seconds the flush on SIGTERM may take, default 20 (the platform kills 25 s after
+    SIGTERM).
+``ABEJA_RUNTIME_REPORT_TIMEOUT``
+    connect/read timeout of one post, seconds, default 10.
+``ABEJA_RUNTIME_SYSTEM_METRICS``
+    ``1``/``true`` adds CPU/memory/GPU metrics to the default reporter's documents.
+``ABEJA_RUNTIME_STATISTICS_FILE``
+    outside a job, the JSON-lines file (default ``<result dir>/statistics.jsonl``).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import logging
+import math
+import os
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import FrameType
+from typing import Any, NamedTuple, Protocol
+
+from .config import env_float
+from .errors import APIConnectionError, ConfigurationError, HttpError, StatisticsError
+from .job import ENV_RESULT_DIR, JobContext, rank_info
+from .jsonsafe import is_tensor_like, to_json_safe
+from .retry import RetryPolicy
+from .sinks import DEFAULT_STATISTICS_FILE_NAME, APISink, JSONLinesSink, StatisticsSink
+from .statistics import Statistics, check_document, check_epoch, check_progress, check_value
+from .sysmetrics import SYSTEM_METRICS_KEY, SystemMetrics
+
+__all__ = [
+    "DEFAULT_EXIT_TIMEOUT",
+    "DEFAULT_MAX_PENDING_EPOCH_ENDS",
+    "DEFAULT_MIN_INTERVAL",
+    "DEFAULT_REQUEST_TIMEOUT",
+    "DEFAULT_SIGTERM_TIMEOUT",
+    "ENV_EXIT_TIMEOUT",
+    "ENV_REPORT_INTERVAL",
+    "ENV_REPORT_TIMEOUT",
+    "ENV_SIGTERM_TIMEOUT",
+    "ENV_STATISTICS_FILE",
+    "ENV_SYSTEM_METRICS",
+    "Snapshot",
+    "SnapshotJournal",
+    "StatisticsReporter",
+    "close",
+    "flush",
+    "get_reporter",
+    "report",
+    "set_reporter",
+]
+
+ENV_REPORT_INTERVAL = "ABEJA_RUNTIME_REPORT_INTERVAL"
+ENV_EXIT_TIMEOUT = "ABEJA_RUNTIME_EXIT_TIMEOUT"
+ENV_SIGTERM_TIMEOUT = "ABEJA_RUNTIME_SIGTERM_TIMEOUT"
+ENV_REPORT_TIMEOUT = "ABEJA_RUNTIME_REPORT_TIMEOUT"
+ENV_SYSTEM_METRICS = "ABEJA_RUNTIME_SYSTEM_METRICS"
+ENV_STATISTICS_FILE = "ABEJA_RUNTIME_STATISTICS_FILE"
+
+DEFAULT_MIN_INTERVAL = 5.0
+DEFAULT_EXIT_TIMEOUT = 10.0
+DEFAULT_SIGTERM_TIMEOUT = 20.0
+DEFAULT_REQUEST_TIMEOUT = 10.0
+DEFAULT_MAX_PENDING_EPOCH_ENDS = 10_000
+
+#: Backoff and Retry-After rules shared with the client (abeja_runtime.retry). The
+#: reporter retries for as long as the process lives (each try is one small post, and
+#: newer snapshots replace what is retried), so: no retry count, a 30 s backoff ceiling
+#: (an outage's end is noticed within 30 s), a server's Retry-After honoured up to 5 min.
+_RETRY = RetryPolicy(max_retries=0, backoff_max=30.0, retry_after_max=300.0)
+#: also retried for statistics (a post replaces the document, so a repeat is harmless):
+#: 408 Request Timeout, and 500 a few times (it may be an outage, or a bug this very
+#: snapshot triggers, which must not block every later snapshot)
+_EXTRA_STATUSES = frozenset({408, 500})
+_MAX_500_TRIES = 5
+#: how long the idle sender sleeps before looking again (it is woken when work arrives)
+_IDLE_WAIT = 5.0
+
+logger = logging.getLogger(__name__)
+
+
+class Snapshot(NamedTuple):
+    """One complete statistics document as it stood after a ``report()`` call.
+
+    The document is never modified after the snapshot is made (a later report builds
+    a new dict), so the sender may read it without a lock. Values are as reported
+    (tensors not read yet).
+
+    Attributes:
+        seq: position in this reporter's report order (1, 2, ...).
+        document: the merged statistics document.
+        epoch_end: True for a must-deliver (epoch-end) snapshot.
+        created: wall-clock time of the report (``time.time()``).
+    """
+
+    seq: int
+    document: dict[str, Any]
+    epoch_end: bool
+    created: float
+
+
+class SnapshotJournal(Protocol):
+    """Durable storage for must-deliver snapshots (the on-disk spool plugs in here).
+
+    Contract: :meth:`record` runs on the reporting thread before ``report()`` returns,
+    for epoch-end snapshots only, so it must be cheap (an append, no fsync) and must
+    not read tensor values. :meth:`acknowledge` runs on the sender thread once the
+    server accepted the snapshot or refused it for good. :meth:`replay` runs once on the
+    sender thread before anything else is sent; what it returns is posted first, in
+    order.
+    """
+
+    def record(self, snapshot: Snapshot) -> None: ...
+
+    def acknowledge(self, snapshot: Snapshot) -> None: ...
+
+    def replay(self) -> Iterable[dict[str, Any]]: ...
+
+
+class _Wakeup:
+    """A binary semaphore whose :meth:`set` never blocks.
+
+    ``threading.Event.set()`` takes a lock; called from a signal handler that
+    interrupted the same thread inside ``Event.set()``, it would deadlock. A plain
+    ``Lock`` used as "unlocked = signalled" can be released from any thread or handler
+    without waiting, and costs about 100 ns.
+    """
+
+    __slots__ = ("_lock",)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already signalled
+            self._lock.release()
+
+    def wait(self, timeout: float) -> bool:
+        """Sleep until signalled or ``timeout`` seconds; True when signalled (consumes it)."""
+        return self._lock.acquire(timeout=max(0.0, min(timeout, threading.TIMEOUT_MAX)))
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _positive(name: str, value: float | None, env_name: str, default: float) -> float:
+    if value is None:
+        return env_float(env_name, default, minimum=0.0)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigurationError(f"{name} must be finite, got {value!r}")
+    return float(value)
+
+
+def _freeze_tensors(value: Any) -> Any:
+    """Copy mutable tensors/arrays in a must-deliver document (no device sync).
+
+    A step-level snapshot may see a tensor the loop later changes in place; for an
+    epoch-end snapshot, which is kept until sent, the values of *that* epoch matter,
+    so each tensor is cloned (an asynchronous device copy) at report time.
+    """
+    if isinstance(value, dict):
+        return {key: _freeze_tensors(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_freeze_tensors(item) for item in value]
+    if is_tensor_like(value):
+        clone = getattr(value, "clone", None)
+        if callable(clone):
+            return clone()
+        copy = getattr(value, "copy", None)
+        if callable(copy):
+            return copy()
+    return value
+
+
+def _convert(document: Mapping[str, Any], warned: set[str]) -> dict[str, Any]:
+    """The document as JSON values; a value that fails to convert is left out and logged.
+
+    Values passed the call-site type check, so this almost never drops anything; but a
+    tensor on a failed device must not stop every later post.
+    """
+    try:
+        converted: dict[str, Any] = to_json_safe(document)
+        return converted
+    except StatisticsError:
+        pass
+    out: dict[str, Any] = {}
+    for key, value in document.items():
+        if key == "stages" and isinstance(value, Mapping):
+            stages: dict[str, Any] = {}
+            for name, stage in value.items():
+                converted_stage: dict[str, Any] = {}
+                for metric, item in stage.items():
+                    path = f"stages.{name}.{metric}"
+                    with contextlib.suppress(StatisticsError):
+                        converted_stage[metric] = to_json_safe(item, path)
+                        continue
+                    _warn_once(warned, path, "statistics value %s could not be converted; left out")
+                stages[name] = converted_stage
+            out[key] = stages
+            continue
+        try:
+            out[key] = to_json_safe(value, key)
+        except StatisticsError:
+            _warn_once(warned, key, "statistics value %s could not be converted; left out")
+    return out
+
+
+def _warn_once(seen: set[str], key: str, message: str, *args: Any) -> None:
+    if key in seen:
+        logger.debug(message, key, *args)
+    else:
+        seen.add(key)
+        logger.warning(message, key, *args)
+
+
+_REPORTERS: weakref.WeakSet[StatisticsReporter] = weakref.WeakSet()
+_IN_FORKED_CHILD = False
+
+
+class StatisticsReporter:
+    """Posts a training job's statistics from a background thread, throttled and retried.
+
+    Args:
+        min_interval: seconds between step-level posts (``ABEJA_RUNTIME_REPORT_INTERVAL``,
+            default 5). Epoch-end snapshots and flushes do not wait for it.
+        sink: where documents go. Default: the job's statistics on the Training API
+            (``context``, else :meth:`JobContext.from_env`), or, outside a job, a
+            JSON-lines file in the result dir (``ABEJA_RUNTIME_STATISTICS_FILE``).
+        context: the job to report to (default: read from the environment).
+        flush_at_exit: flush (bounded by ``exit_timeout``) at interpreter exit.
+        exit_timeout: seconds for that flush and for ``flush()`` without a timeout
+            (``ABEJA_RUNTIME_EXIT_TIMEOUT``, default 10).
+        handle_sigterm: on SIGTERM, flush (bounded by ``sigterm_timeout``) and then run
+            the previous handler. Installed only when created on the main thread.
+        sigterm_timeout: ``ABEJA_RUNTIME_SIGTERM_TIMEOUT``, default 20 (under the
+            platform's 25 s grace period).
+        system_metrics: add CPU/memory/GPU metrics (sampled on the sender thread) under
+            the ``"system"`` key; ``True`` or a ready :class:`SystemMetrics`.
+        request_timeout: connect/read timeout of one post to the API
+            (``ABEJA_RUNTIME_REPORT_TIMEOUT``, default 10).
+        max_pending_epoch_ends: cap of the in-memory epoch-end queue while the API is
+            unreachable; beyond it the oldest is dropped and counted.
+        rank: this process's global rank; default: detected at the first report
+            (:func:`abeja_runtime.job.rank_info`). Only rank 0 posts.
+        strict: raise :class:`StatisticsError` from ``report()`` for a value that can
+            never be sent (default); when False, log it once and ignore that report.
+        journal: durable store for epoch-end snapshots (see :class:`SnapshotJournal`).
+
+    Raises:
+        ConfigurationError: an argument or one of the environment variables above is
+            malformed.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_interval: float | None = None,
+        sink: StatisticsSink | None = None,
+        context: JobContext | None = None,
+        flush_at_exit: bool = True,
+        exit_timeout: float | None = None,
+        handle_sigterm: bool = True,
+        sigterm_timeout: float | None = None,
+        system_metrics: bool | SystemMetrics = False,
+        request_timeout: float | None = None,
+        max_pending_epoch_ends: int = DEFAULT_MAX_PENDING_EPOCH_ENDS,
+        rank: int | None = None,
+        strict: bool = True,
+        journal: SnapshotJournal | None = None,
+    ) -> None:
+        self.min_interval = _positive(
+            "min_interval", min_interval, ENV_REPORT_INTERVAL, DEFAULT_MIN_INTERVAL
+        )
+        self.exit_timeout = _positive(
+            "exit_timeout", exit_timeout, ENV_EXIT_TIMEOUT, DEFAULT_EXIT_TIMEOUT
+        )
+        self.sigterm_timeout = _positive(
+            "sigterm_timeout", sigterm_timeout, ENV_SIGTERM_TIMEOUT, DEFAULT_SIGTERM_TIMEOUT
+        )
+        request_timeout = _positive(
+            "request_timeout", request_timeout, ENV_REPORT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT
+        )
+        if request_timeout <= 0:
+            raise ConfigurationError("request_timeout must be > 0")
+        if isinstance(max_pending_epoch_ends, bool) or not isinstance(max_pending_epoch_ends, int):
+            raise ConfigurationError("max_pending_epoch_ends must be an integer")
+        if max_pending_epoch_ends < 1:
+            raise ConfigurationError("max_pending_epoch_ends must be >= 1")
+        if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 0):
+            raise ConfigurationError(f"rank must be an integer >= 0, got {rank!r}")
+        self.max_pending_epoch_ends = max_pending_epoch_ends
+        self.strict = strict
+        self.flush_at_exit = flush_at_exit
+        self._rank = rank
+        self._journal = journal
+
+        if sink is None:
+            sink = self._default_sink(context, request_timeout)
+        self.sink: StatisticsSink = sink
+        if system_metrics is True:
+            self._sysmetrics: SystemMetrics | None = SystemMetrics()
+        elif isinstance(system_metrics, SystemMetrics):
+            self._sysmetrics = system_metrics
+        else:
+            self._sysmetrics = None
+
+        self._init_state()
+        # reporting side
+        self._off = False
+        self._disabled_reason: str | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._seq = 0
+        self._published_seq = 0
+        self._doc: dict[str, Any] = {}
+        self._reported = 0
+        self._epoch_ends = 0
+        self._step_index = 0
+        self._dropped = 0
+        # sender side
+        self._settled_seq = 0
+        self._flush_target = 0
+        self._sent = 0
+        self._coalesced = 0
+        self._retried = 0
+        self._failed = 0
+        self._stop = False
+        self._idle = False
+        self._inflight: tuple[Snapshot | None, Snapshot | None] = (None, None)
+        self._last_step_index = 0
+        self._recent_failures: deque[int] = deque(maxlen=1024)
+        self._warned: set[str] = set()
+        self._last_error: str | None = None
+
+        self._prev_sigterm: Any = None
+        self._sigterm_installed = False
+        self._in_sigterm = False
+        _REPORTERS.add(self)
+        _register_process_hooks()
+        if handle_sigterm:
+            self._install_sigterm()
+
+    def _init_state(self) -> None:
+        """Locks and queues; called again in a forked child (the parent's may be held)."""
+        self._lock = threading.RLock()
+        self._start_lock = threading.Lock()
+        self._wakeup = _Wakeup()
+        self._epoch_queue: deque[Snapshot] = deque(maxlen=self.max_pending_epoch_ends)
+        self._slot: deque[tuple[Snapshot, int]] = deque(maxlen=1)
+
+    def _default_sink(self, context: JobContext | None, request_timeout: float) -> StatisticsSink:
+        if context is not None:
+            return APISink(context, timeout=request_timeout)
+        problem = ""
+        try:
+            return APISink(JobContext.from_env(), timeout=request_timeout)
+        except ConfigurationError as exc:
+            if JobContext.looks_like_job():
+                problem = f"{exc}\n"
+        file_name = os.environ.get(ENV_STATISTICS_FILE, "").strip()
+        if file_name:
+            path = Path(file_name)
+        else:
+            path = Path(os.environ.get(ENV_RESULT_DIR, "").strip() or ".")
+            path = path / DEFAULT_STATISTICS_FILE_NAME
+        file_sink = JSONLinesSink(path)
+        if problem:
+            logger.warning("%sstatistics are written to %s instead", problem, file_sink.path)
+        else:
+            logger.warning(
+                "not running in an ABEJA Platform training job (TRAINING_JOB_ID is not set): "
+                "statistics are written to %s",
+                file_sink.path,
+            )
+        return file_sink
+
+    # ------------------------------------------------------------------ reporting side
+
+    @property
+    def enabled(self) -> bool:
+        """False when this reporter posts nothing (other rank, forked child, closed)."""
+        return not self._off
+
+    @property
+    def disabled_reason(self) -> str | None:
+        """Why :attr:`enabled` is False, or None."""
+        return self._disabled_reason
+
+    def _disable(self, reason: str) -> None:
+        self._disabled_reason = reason
+        self._off = True
+
+    def _start(self) -> bool:
+        """Decide the rank and start the sender thread (first report only)."""
+        with self._start_lock:
+            if self._off:
+                return False
+            if self._thread is not None:
+                return True
+            rank = self._rank
+            if rank is None:
+                try:
+                    rank = rank_info().rank
+                except ConfigurationError as exc:
+                    logger.warning("%s; reporting as if this were rank 0", exc)
+                    rank = 0
+                self._rank = rank
+            if rank != 0:
+                self._disable(f"global rank {rank}: only rank 0 posts statistics")
+                return False
+            thread = threading.Thread(
+                target=self._run, name="abeja-runtime-statistics", daemon=True
+            )
+            try:
+                thread.start()
+            except RuntimeError as exc:  # interpreter shutting down
+                self._disable(f"cannot start the sender thread: {exc}")
+                return False
+            self._thread = thread
+            return True
+
+    def report(
+        self,
+        statistics: Statistics | Mapping[str, Any] | None = None,
+        /,
+        *,
+        epoch: float | None = None,
+        num_epochs: float | None = None,
+        progress: float | None = None,
+        epoch_end: bool = False,
+        **values: Any,
+    ) -> None:
+        """Record statistics; they are posted later by the sender thread.
+
+        Keyword values merge into the job's current document: ``epoch``,
+        ``num_epochs``, ``progress`` (the API's ``progress_percentage``, a fraction in
+        [0, 1]); every dict keyword is a stage whose metrics are merged into that stage
+        (``train={"loss": loss}``, ``validation={...}``, any name); every other keyword
+        is a top-level value. ``None`` as a stage metric or top-level value removes
+        that key. A :class:`Statistics` or a full document dict given positionally
+        replaces the document (keywords then apply on top).
+
+        Values may be numbers, strings, bools, numpy/torch scalars and 0-d tensors
+        (CUDA too: they are read on the sender thread, so the loop never waits for the
+        GPU; do not modify a reported tensor in place afterwards), or lists/dicts of
+        those.
+
+        Args:
+            statistics: a document replacing the current one.
+            epoch: the current epoch (``0`` is kept).
+            num_epochs: the total number of epochs.
+            progress: the fraction of the training done, in [0, 1].
+            epoch_end: make this a must-deliver snapshot: it is posted even if newer
+                ones follow quickly, in order, without waiting for ``min_interval``.
+            **values: stages (dict values) and extra top-level values.
+
+        Raises:
+            StatisticsError: with ``strict`` (the default), for a value that can never be
+                sent. Nothing else is ever raised.
+        """
+        if self._off:
+            return
+        if self._thread is None and not self._start():
+            return
+        try:
+            base = None if statistics is None else self._document_of(statistics)
+            if epoch is not None:
+                epoch = check_epoch(epoch, "epoch")
+            if num_epochs is not None:
+                num_epochs = check_epoch(num_epochs, "num_epochs")
+            if progress is not None:
+                progress = check_progress(progress, "progress")
+            updates = self._check_values(values) if values else None
+        except StatisticsError as exc:
+            if self.strict:
+                raise
+            _warn_once(self._warned, str(exc), "ignored a report: %s")
+            return
+
+        with self._lock:
+            doc = dict(self._doc) if base is None else base
+            if epoch is not None:
+                doc["epoch"] = epoch
+            if num_epochs is not None:
+                doc["num_epochs"] = num_epochs
+            if progress is not None:
+                doc["progress_percentage"] = progress
+            if updates is not None:
+                stages: dict[str, Any] | None = None
+                for key, value, is_stage in updates:
+                    if is_stage:
+                        if stages is None:
+                            stages = dict(doc.get("stages") or ())
+                        old = stages.get(key)
+                        stage = dict(old) if old else {}
+                        for metric, item in value.items():
+                            if item is None:
+                                stage.pop(metric, None)
+                            else:
+                                stage[metric] = item
+                        stages[key] = stage
+                    elif value is None:
+                        doc.pop(key, None)
+                    else:
+                        doc[key] = value
+                if stages is not None:
+                    doc["stages"] = stages
+            self._doc = doc
+            seq = self._seq = self._seq + 1
+            self._reported += 1
+            if epoch_end:
+                snapshot = Snapshot(seq, _freeze_tensors(doc), True, time.time())
+                self._epoch_ends += 1
+                if len(self._epoch_queue) >= self.max_pending_epoch_ends:
+                    # the deque drops its oldest on append: count it (never silently)
+                    self._dropped += 1
+                    with contextlib.suppress(IndexError):  # the sender may take it first
+                        self._recent_failures.append(self._epoch_queue[0].seq)
+                if self._journal is not None:
+                    self._record(snapshot)
+                self._epoch_queue.append(snapshot)
+            else:
+                self._step_index += 1
+                self._slot.append((Snapshot(seq, doc, False, time.time()), self._step_index))
+            self._published_seq = seq
+        if epoch_end or self._idle:
+            self._wakeup.set()
+
+    def _record(self, snapshot: Snapshot) -> None:
+        assert self._journal is not None
+        try:
+            self._journal.record(snapshot)
+        except Exception as exc:  # durability is best effort; the loop goes on
+            _warn_once(self._warned, "journal.record", "could not record snapshot (%s): %s", exc)
+
+    @staticmethod
+    def _document_of(statistics: Statistics | Mapping[str, Any]) -> dict[str, Any]:
+        if isinstance(statistics, Statistics):
+            return statistics.raw_document()
+        if isinstance(statistics, Mapping):
+            return check_document(statistics)
+        raise StatisticsError(
+            "report() takes a Statistics or a statistics dict positionally, got "
+            f"{type(statistics).__name__}; pass values as keywords (train={{'loss': ...}})"
+        )
+
+    @staticmethod
+    def _check_values(values: dict[str, Any]) -> list[tuple[str, Any, bool]]:
+        updates: list[tuple[str, Any, bool]] = []
+        for key, value in values.items():
+            if isinstance(value, Mapping):
+                if key == "stages":  # report(stages={"train": {...}}) as in a document
+                    for name, stage in value.items():
+                        if not isinstance(name, str) or not isinstance(stage, Mapping):
+                            raise StatisticsError(
+                                "stages: must map stage names to dicts of metrics"
+                            )
+                        updates.append((name, check_value(stage, f"stages.{name}"), True))
+                    continue
+                updates.append((key, check_value(value, f"stages.{key}"), True))
+            elif key == "progress_percentage":
+                updates.append((key, check_progress(value, key), False))
+            elif key == "stages":
+                raise StatisticsError("stages: must map stage names to dicts of metrics")
+            else:
+                kind = type(value)
+                if not (kind is float or kind is int or value is None or kind is str):
+                    if isinstance(value, Statistics):
+                        raise StatisticsError(
+                            f"{key}: pass a Statistics positionally: report(statistics)"
+                        )
+                    value = check_value(value, key)
+                updates.append((key, value, False))
+        return updates
+
+    @property
+    def last_document(self) -> dict[str, Any]:
+        """The latest merged statistics document, as JSON values (reads tensors)."""
+        with self._lock:
+            doc = self._doc
+        return _convert(doc, self._warned)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Delivery counts so far.
+
+        ``reported``: report() calls recorded; ``epoch_ends``: of those, epoch-end;
+        ``sent``: posts the server accepted; ``coalesced``: step snapshots replaced by a
+        newer one before being sent; ``retried``: failed attempts that will be retried;
+        ``failed``: snapshots refused for good (permanent 4xx, or unconvertible);
+        ``dropped``: epoch-end snapshots dropped because the queue was full;
+        ``pending``: snapshots waiting to be sent.
+        """
+        inflight = sum(1 for snapshot in self._inflight if snapshot is not None)
+        pending = len(self._epoch_queue) + len(self._slot) + inflight
+        coalesced = self._coalesced
+        with contextlib.suppress(IndexError):  # replaced in the slot, not yet counted
+            coalesced += max(0, self._slot[0][1] - self._last_step_index - 1)
+        return {
+            "reported": self._reported,
+            "epoch_ends": self._epoch_ends,
+            "sent": self._sent,
+            "coalesced": coalesced,
+            "retried": self._retried,
+            "failed": self._failed,
+            "dropped": self._dropped,
+            "pending": pending,
+        }
+
+    @property
+    def last_error(self) -> str | None:
+        """The last delivery error, as text (never contains a credential)."""
+        return self._last_error
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Send everything reported so far now, and wait until it is delivered.
+
+        Args:
+            timeout: seconds to wait at most; ``None`` means ``exit_timeout``; ``0``
+                starts the sending without waiting.
+
+        Returns:
+            True when everything reported before the call was delivered (or nothing
+            needed delivering); False on timeout or when part of it was refused.
+        """
+        if self._thread is None or self._off:
+            return True
+        target = self._published_seq
+        start_settled = self._settled_seq
+        if start_settled < target:
+            if self._flush_target < target:
+                self._flush_target = target
+            self._wakeup.set()
+            limit = self.exit_timeout if timeout is None else max(0.0, timeout)
+            deadline = time.monotonic() + limit
+            pause = 0.0005
+            while self._settled_seq < target:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._thread.is_alive():
+                    return False
+                # polling, not a Condition: this also runs inside a SIGTERM handler that
+                # may have interrupted this thread while it held a lock
+                time.sleep(min(pause, remaining))
+                pause = min(pause * 2, 0.01)
+        return not any(start_settled < seq <= target for seq in tuple(self._recent_failures))
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Flush (bounded by ``timeout``, default ``exit_timeout``), stop the sender.
+
+        Later ``report()`` calls are ignored. Returns what :meth:`flush` returned.
+        """
+        if self._closed:
+            return True
+        delivered = self.flush(timeout)
+        self._closed = True
+        if self._disabled_reason is None:
+            self._disable("closed")
+        self._stop = True
+        self._wakeup.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=1.0)
+        if thread is None or not thread.is_alive():
+            with contextlib.suppress(Exception):
+                self.sink.close()
+            if self._sysmetrics is not None:
+                self._sysmetrics.close()
+        self._uninstall_sigterm()
+        _REPORTERS.discard(self)
+        return delivered
+
+    def __enter__(self) -> StatisticsReporter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "enabled" if self.enabled else f"disabled: {self._disabled_reason}"
+        return f"<StatisticsReporter to {self.sink.description} ({state})>"
+
+    # ------------------------------------------------------------------ sender side
+
+    def _run(self) -> None:
+        """The sender thread: pick the next snapshot, wait for its time, post it.
+
+        Two candidates at a time: ``epoch_cur``, the oldest epoch-end snapshot not yet
+        delivered, and ``step_cur``, the newest step snapshot. Whichever is older goes
+        first; a step snapshot older than a pending epoch-end one is superseded by it
+        (dropped, counted as coalesced), so the server never sees older-after-newer.
+        """
+        if self._journal is not None:
+            self._replay()
+        epoch_cur: Snapshot | None = None
+        step_cur: Snapshot | None = None
+        last_sent_seq = 0
+        last_post = -math.inf
+        retry_at = 0.0
+        attempts = 0
+        while True:
+            try:
+                # 1. candidates: pull the newest step snapshot first, then look at the
+                # epoch-end queue, so an epoch-end older than that step is always seen
+                try:
+                    newest, index = self._slot.popleft()
+                except IndexError:
+                    pass
+                else:
+                    self._coalesced += index - self._last_step_index - 1
+                    self._last_step_index = index
+                    if step_cur is not None:
+                        self._coalesced += 1
+                    step_cur = newest
+                if epoch_cur is None and self._epoch_queue:
+                    epoch_cur = self._epoch_queue.popleft()
+                if step_cur is not None:
+                    newest_epoch = epoch_cur.seq if epoch_cur is not None else 0
+                    with contextlib.suppress(IndexError):
+                        newest_epoch = self._epoch_queue[-1].seq
+                    if step_cur.seq < newest_epoch or step_cur.seq <= last_sent_seq:
+                        self._coalesced += 1  # a newer document will reach the server
+                        step_cur = None
+                current = epoch_cur if epoch_cur is not None else step_cur
+                self._inflight = (epoch_cur, step_cur)
+                self._update_settled()
+                if current is None:
+                    if self._stop:
+                        return
+                    self._idle = True
+                    if not (self._epoch_queue or self._slot or self._stop):
+                        self._wakeup.wait(_IDLE_WAIT)
+                    self._idle = False
+                    continue
+
+                # 2. wait for its time: backoff always; min_interval for step snapshots
+                # unless a flush asked for them
+                now = time.monotonic()
+                due = retry_at
+                if not current.epoch_end and self._flush_target < current.seq:
+                    due = max(due, last_post + self.min_interval)
+                if now < due:
+                    if self._stop:
+                        return
+                    self._wakeup.wait(due - now)
+                    continue
+
+                # 3. post
+                outcome = self._post(current, attempts)
+                last_post = time.monotonic()
+                if outcome is None or outcome < 0:
+                    if outcome is None:
+                        self._sent += 1
+                        last_sent_seq = current.seq
+                        if attempts:
+                            logger.info(
+                                "statistics delivered again after %d failed tries", attempts
+                            )
+                    else:  # refused for good
+                        self._failed += 1
+                        self._recent_failures.append(current.seq)
+                    self._acknowledge(current)
+                    attempts = 0
+                    retry_at = 0.0
+                    if current is epoch_cur:
+                        epoch_cur = None
+                    else:
+                        step_cur = None
+                else:  # retry after `outcome` seconds
+                    self._retried += 1
+                    attempts += 1
+                    retry_at = last_post + outcome
+                    if self._stop:
+                        return
+            except Exception:  # a bug here must not kill reporting for the rest of the run
+                logger.exception("statistics sender failed; continuing")
+                epoch_cur = step_cur = None
+                self._inflight = (None, None)
+                time.sleep(0.1)
+
+    def _update_settled(self) -> None:
+        published = self._published_seq  # read first: anything <= it is queued or taken
+        lowest = published + 1
+        for snapshot in self._inflight:
+            if snapshot is not None:
+                lowest = min(lowest, snapshot.seq)
+        with contextlib.suppress(IndexError):
+            lowest = min(lowest, self._epoch_queue[0].seq)
+        with contextlib.suppress(IndexError):
+            lowest = min(lowest, self._slot[0][0].seq)
+        if lowest - 1 > self._settled_seq:
+            self._settled_seq = lowest - 1
+
+    def _post(self, snapshot: Snapshot, failures: int) -> float | None:
+        """Send one snapshot: None when delivered, -1 when refused for good, else a delay.
+
+        Args:
+            snapshot: what to send.
+            failures: consecutive failed tries before this one (for the backoff).
+        """
+        document = _convert(snapshot.document, self._warned)
+        if self._sysmetrics is not None:
+            try:
+                document[SYSTEM_METRICS_KEY] = self._sysmetrics.sample()
+            except Exception as exc:  # metrics are extra; never block statistics
+                _warn_once(self._warned, "sysmetrics", "system metrics failed (%s): %s", exc)
+        try:
+            self.sink.send(document)
+        except HttpError as exc:
+            status = exc.status_code or 0
+            if 200 <= status < 300:  # accepted, only the response body was odd
+                return None
+            self._last_error = str(exc)
+            retryable = _RETRY.is_retryable(exc, idempotent=True) or status in _EXTRA_STATUSES
+            if status == 500 and failures + 1 >= _MAX_500_TRIES:
+                retryable = False
+            if retryable:
+                _warn_once(
+                    self._warned,
+                    f"transient {status}",
+                    "statistics post failed (%s); retrying in the background, "
+                    "training is not affected",
+                    exc,
+                )
+                return self._delay(failures + 1, exc)
+            _warn_once(
+                self._warned,
+                f"permanent {status} {exc.error}",
+                "statistics refused by %s: %s. This snapshot is dropped; later ones are "
+                "still tried (repeats of this error are logged at debug level)",
+                self.sink.description,
+                exc,
+            )
+            return -1.0
+        except APIConnectionError as exc:
+            self._last_error = str(exc)
+            _warn_once(
+                self._warned,
+                "connection",
+                "statistics API unreachable (%s); retrying in the background, "
+                "training is not affected",
+                exc,
+            )
+            return self._delay(failures + 1, exc)
+        except Exception as exc:
+            self._last_error = f"{type(exc).__name__}: {exc}"
+            _warn_once(
+                self._warned,
+                f"sink {type(exc).__name__}",
+                "statistics could not be written to %s: %s; snapshot dropped",
+                self.sink.description,
+                self._last_error,
+            )
+            return -1.0
+        return None
+
+    @staticmethod
+    def _delay(attempt: int, error: BaseException) -> float:
+        """Seconds before the next try: the server's Retry-After (capped), else the backoff."""
+        retry_after = getattr(error, "retry_after", None)
+        if isinstance(retry_after, (int, float)) and math.isfinite(retry_after) and retry_after >= 0:
+            return float(min(retry_after, _RETRY.retry_after_max))
+        return _RETRY.backoff(min(attempt, 64))
+
+    def _acknowledge(self, snapshot: Snapshot) -> None:
+        if self._journal is None or not snapshot.epoch_end:
+            return
+        try:
+            self._journal.acknowledge(snapshot)
+        except Exception as exc:
+            _warn_once(self._warned, "journal.ack", "could not acknowledge snapshot (%s): %s", exc)
+
+    def _replay(self) -> None:
+        assert self._journal is not None
+        try:
+            documents = list(self._journal.replay())
+        except Exception as exc:
+            _warn_once(self._warned, "journal.replay", "could not replay snapshots (%s): %s", exc)
+            return
+        for document in documents:
+            try:
+                self.sink.send(to_json_safe(document))
+            except Exception as exc:
+                _warn_once(self._warned, "replay", "replayed snapshot not sent (%s): %s", exc)
+
+    # ------------------------------------------------------------------ process hooks
+
+    def _after_fork_in_child(self) -> None:
+        self._init_state()
+        self._thread = None
+        self._inflight = (None, None)
+        self._sigterm_installed = False
+        self._disable("forked child process: the parent process posts statistics")
+
+    def _install_sigterm(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            logger.debug("not on the main thread: no SIGTERM flush for this reporter")
+            return
+        try:
+            self._prev_sigterm = signal.getsignal(signal.SIGTERM)
+            signal.signal(signal.SIGTERM, self._on_sigterm)
+        except (ValueError, OSError) as exc:  # embedded interpreters, odd platforms
+            logger.debug("cannot install a SIGTERM handler: %s", exc)
+            return
+        self._sigterm_installed = True
+
+    def _uninstall_sigterm(self) -> None:
+        if not self._sigterm_installed:
+            return
+        if threading.current_thread() is not threading.main_thread():
+            return
+        with contextlib.suppress(ValueError, OSError, TypeError):
+            if signal.getsignal(signal.SIGTERM) == self._on_sigterm:
+                signal.signal(signal.SIGTERM, self._prev_sigterm or signal.SIG_DFL)
+        self._sigterm_installed = False
+
+    def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if not self._in_sigterm and not self._off:
+            self._in_sigterm = True
+            try:
+                if not self.flush(self.sigterm_timeout):
+                    logger.warning(
+                        "SIGTERM: statistics not fully delivered within %.0f s", self.sigterm_timeout
+                    )
+            finally:
+                self._in_sigterm = False
+        previous = self._prev_sigterm
+        if callable(previous):
+            previous(signum, frame)
+        elif previous == signal.SIG_IGN:
+            return
+        else:  # SIG_DFL (or unknown): die of SIGTERM as if we had never been here
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+# ---------------------------------------------------------------------- process-wide hooks
+
+_hooks_registered = False
+
+
+def _register_process_hooks() -> None:
+    global _hooks_registered
+    if _hooks_registered:
+        return
+    _hooks_registered = True
+    atexit.register(_flush_at_exit)
+    if hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _after_fork_in_child() -> None:
+    global _IN_FORKED_CHILD, _default_lock
+    _IN_FORKED_CHILD = True
+    _default_lock = threading.Lock()
+    for reporter in list(_REPORTERS):
+        reporter._after_fork_in_child()
+
+
+def _flush_at_exit() -> None:
+    """Bounded flush of every live reporter when the interpreter exits."""
+    for reporter in list(_REPORTERS):
+        if reporter.flush_at_exit and reporter.enabled:
+            try:
+                if not reporter.close(reporter.exit_timeout):
+                    logger.warning(
+                        "at exit: statistics not fully delivered within %.0f s (%s)",
+                        reporter.exit_timeout,
+                        reporter.counters,
+                    )
+            except Exception:  # pragma: no cover - never fail interpreter exit
+                logger.exception("flushing statistics at exit failed")
+
+
+# ---------------------------------------------------------------------- default reporter
+
+_default: StatisticsReporter | None = None
+_default_lock = threading.Lock()
+
+
+def _torch_dataloader_worker() -> bool:
+    data = sys.modules.get("torch.utils.data")
+    info = getattr(data, "get_worker_info", None)
+    try:
+        return callable(info) and info() is not None
+    except Exception:
+        return False
+
+
+def _create_default() -> StatisticsReporter:
+    settings: dict[str, Any] = {}
+    try:
+        settings["system_metrics"] = _env_flag(ENV_SYSTEM_METRICS)
+        reporter = StatisticsReporter(**settings)
+    except ConfigurationError as exc:
+        logger.warning("%s; using the default reporter settings", exc)
+        reporter = StatisticsReporter(
+            min_interval=DEFAULT_MIN_INTERVAL,
+            exit_timeout=DEFAULT_EXIT_TIMEOUT,
+            sigterm_timeout=DEFAULT_SIGTERM_TIMEOUT,
+            request_timeout=DEFAULT_REQUEST_TIMEOUT,
+        )
+    if _IN_FORKED_CHILD:
+        reporter._disable("forked child process: the parent process posts statistics")
+    elif _torch_dataloader_worker():
+        reporter._disable("DataLoader worker process: the training process posts statistics")
+    return reporter
+
+
+def get_reporter() -> StatisticsReporter:
+    """The process-wide reporter, created on first use from the environment.
+
+    Inside a training job it posts to the job's statistics; outside one it writes a
+    JSON-lines file in the result dir (one log line says where). In a forked child or
+    a DataLoader worker it is disabled.
+    """
+    global _default
+    reporter = _default
+    if reporter is not None:
+        return reporter
+    with _default_lock:
+        if _default is None:
+            _default = _create_default()
+        return _default
+
+
+def set_reporter(reporter: StatisticsReporter | None) -> StatisticsReporter | None:
+    """Make ``reporter`` the process-wide one (None: create anew on next use).
+
+    Returns the previous one, which is not closed.
+    """
+    global _default
+    with _default_lock:
+        previous, _default = _default, reporter
+    return previous
+
+
+def report(
+    statistics: Statistics | Mapping[str, Any] | None = None,
+    /,
+    *,
+    epoch: float | None = None,
+    num_epochs: float | None = None,
+    progress: float | None = None,
+    epoch_end: bool = False,
+    **values: Any,
+) -> None:
+    """Report statistics through the process-wide reporter (see :meth:`StatisticsReporter.report`).
+
+    Raises:
+        StatisticsError: for a value that can never be sent. Nothing else is raised.
+    """
+    reporter = _default
+    if reporter is None:
+        reporter = get_reporter()
+    reporter.report(
+        statistics,
+        epoch=epoch,
+        num_epochs=num_epochs,
+        progress=progress,
+        epoch_end=epoch_end,
+        **values,
+    )
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Flush the process-wide reporter (see :meth:`StatisticsReporter.flush`).
+
+    True when there was none yet.
+    """
+    reporter = _default
+    return True if reporter is None else reporter.flush(timeout)
+
+
+def close(timeout: float | None = None) -> bool:
+    """Close the process-wide reporter (flushing it); the next report makes a new one."""
+    reporter = set_reporter(None)
+    return True if reporter is None else reporter.close(timeout)
