@@ -16,7 +16,11 @@ from ._version import __version__
 from .errors import AbejaRuntimeError
 
 #: modules providing ``register(subparsers)``, in the order of ``--help``
-COMMAND_MODULES: list[str] = ["abeja_runtime.runner", "abeja_runtime.commands"]
+COMMAND_MODULES: list[str] = [
+    "abeja_runtime.runner",
+    "abeja_runtime.commands",
+    "abeja_runtime.emulator.cli",
+]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
