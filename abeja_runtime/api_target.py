@@ -135,7 +135,19 @@ def _start_emulator(
         ) from None
     data_dir.mkdir(parents=True, exist_ok=True)
     emulator = Emulator(data_dir=str(data_dir), port=0)
-    emulator.start()
+    try:
+        emulator.start()
+    except ConfigurationError as exc:
+        if "in use" not in str(exc):
+            raise
+        # One emulator per data dir: a run in progress holds it. Say how to share.
+        raise ConfigurationError(
+            f"the embedded emulator's data dir {data_dir} is in use by another process "
+            "(an abeja-runtime run in progress?); wait for it, set "
+            f"{ENV_EMULATOR_DIR} to another dir, or share one server: start "
+            f"'abeja-runtime emulator --data-dir {data_dir}' and set the {ENV_API_URL}, "
+            f"{ENV_AUTH_TOKEN} and {ENV_ORGANIZATION_ID} it prints"
+        ) from None
     if announce is not None:
         announce(
             f"no platform credentials in the environment: using the embedded emulator at "

@@ -120,6 +120,8 @@ def _archived_filter(args: argparse.Namespace) -> bool | None:
 
 
 def _progress_cell(job: Mapping[str, Any]) -> str:
+    from .runner import progress_fraction
+
     stats = job.get("statistics")
     if not isinstance(stats, Mapping) or not stats:
         return "-"
@@ -127,9 +129,9 @@ def _progress_cell(job: Mapping[str, Any]) -> str:
     if stats.get("epoch") is not None:
         total = stats.get("num_epochs")
         parts.append(f"{stats['epoch']}/{total}" if total is not None else str(stats["epoch"]))
-    progress = stats.get("progress_percentage")
-    if isinstance(progress, (int, float)) and not isinstance(progress, bool):
-        parts.append(f"{float(progress) * 100:.0f}%")
+    fraction = progress_fraction(stats)
+    if fraction is not None:
+        parts.append(f"{fraction * 100:.0f}%")
     return " ".join(parts) or "-"
 
 

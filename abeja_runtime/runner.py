@@ -91,6 +91,7 @@ __all__ = [
     "format_progress",
     "kill_process_tree",
     "parse_assignments",
+    "progress_fraction",
     "register",
     "run_handler",
     "upload_result_dir_as_model",
@@ -424,7 +425,8 @@ def _scalar(value: Any) -> str | None:
     return None
 
 
-def _progress_fraction(statistics: Mapping[str, Any]) -> float | None:
+def progress_fraction(statistics: Mapping[str, Any]) -> float | None:
+    """``progress_percentage`` clamped to [0, 1], else ``epoch / num_epochs``, else ``None``."""
     progress = statistics.get("progress_percentage")
     if isinstance(progress, (int, float)) and not isinstance(progress, bool):
         return min(max(float(progress), 0.0), 1.0)
@@ -447,7 +449,7 @@ def format_progress(statistics: Mapping[str, Any] | None, *, width: int = 20) ->
     epoch, total = statistics.get("epoch"), statistics.get("num_epochs")
     if epoch is not None:
         head.append(f"epoch {epoch}/{total}" if total is not None else f"epoch {epoch}")
-    fraction = _progress_fraction(statistics)
+    fraction = progress_fraction(statistics)
     if fraction is not None:
         filled = round(fraction * width)
         head.append(f"[{'#' * filled}{'-' * (width - filled)}] {fraction * 100:3.0f}%")

@@ -252,6 +252,7 @@ def test_success_complete_with_statistics_and_model(
     client = emu.client()
     job = client.get_training_job(emu.organization_id, "project", job_id)
     assert job["status"] == "Complete"
+    assert job["exec_env"] == "local"
     assert job["start_time"] and job["completion_time"]
     expected = {
         "epoch": 3,
@@ -271,6 +272,7 @@ def test_success_complete_with_statistics_and_model(
     assert len(mine) == 1
     model = mine[0]
     assert model["metrics"] == expected
+    assert model["exec_env"] == "local"
     assert f"model {model['training_model_id']} uploaded" in out
     archive = _model_zip(emu, "project", model["training_model_id"])
     assert sorted(archive.namelist()) == ["model.txt", "sub/context.json"]
@@ -571,4 +573,4 @@ def test_stop_through_the_api_ends_the_handler(
     assert _gone(grandchild_pid)
     job = emu.client().get_training_job(emu.organization_id, "project", job_id)
     assert job["status"] == "Stopped"
-    assert job["exec_env"] in ("local", "cloud")
+    assert job["exec_env"] == "local"

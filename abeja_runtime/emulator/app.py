@@ -437,7 +437,14 @@ class EmulatorApp:
     def create_job(self, request: Request, p: dict[str, str]) -> dict[str, Any]:
         body = self._object_body(
             request,
-            allowed=("environment", "datasets", "instance_type", "description", "export_log"),
+            allowed=(
+                "environment",
+                "datasets",
+                "instance_type",
+                "description",
+                "export_log",
+                "exec_env",  # extension: a local runner records its job as "local"
+            ),
         )
         export_log = body.get("export_log", False)
         if not isinstance(export_log, bool):
@@ -454,6 +461,7 @@ class EmulatorApp:
             else None,
             description=v.check_description(body.get("description")),
             export_log=export_log,
+            exec_env=v.check_exec_env(body["exec_env"]) if "exec_env" in body else "cloud",
         )
 
     def list_jobs(self, request: Request, p: dict[str, str]) -> dict[str, Any]:
