@@ -255,23 +255,26 @@ def _convert(document: Mapping[str, Any], warned: set[str]) -> dict[str, Any]:
                     with contextlib.suppress(StatisticsError):
                         converted_stage[metric] = to_json_safe(item, path)
                         continue
-                    _warn_once(warned, path, "statistics value %s could not be converted; left out")
+                    _warn_once(
+                        warned, path, "statistics value %s could not be converted; left out", path
+                    )
                 stages[name] = converted_stage
             out[key] = stages
             continue
         try:
             out[key] = to_json_safe(value, key)
         except StatisticsError:
-            _warn_once(warned, key, "statistics value %s could not be converted; left out")
+            _warn_once(warned, key, "statistics value %s could not be converted; left out", key)
     return out
 
 
 def _warn_once(seen: set[str], key: str, message: str, *args: Any) -> None:
+    """Log at WARNING the first time ``key`` is seen, at DEBUG after that (no log floods)."""
     if key in seen:
-        logger.debug(message, key, *args)
+        logger.debug(message, *args)
     else:
         seen.add(key)
-        logger.warning(message, key, *args)
+        logger.warning(message, *args)
 
 
 _REPORTERS: weakref.WeakSet[StatisticsReporter] = weakref.WeakSet()
@@ -485,8 +488,8 @@ class StatisticsReporter:
         statistics: Statistics | Mapping[str, Any] | None = None,
         /,
         *,
-        epoch: float | None = None,
-        num_epochs: float | None = None,
+        epoch: int | None = None,
+        num_epochs: int | None = None,
         progress: float | None = None,
         epoch_end: bool = False,
         **values: Any,
@@ -535,7 +538,7 @@ class StatisticsReporter:
         except StatisticsError as exc:
             if self.strict:
                 raise
-            _warn_once(self._warned, str(exc), "ignored a report: %s")
+            _warn_once(self._warned, str(exc), "ignored a report: %s", exc)
             return
 
         with self._lock:
@@ -592,7 +595,7 @@ class StatisticsReporter:
         try:
             self._journal.record(snapshot)
         except Exception as exc:  # durability is best effort; the loop goes on
-            _warn_once(self._warned, "journal.record", "could not record snapshot (%s): %s", exc)
+            _warn_once(self._warned, "journal.record", "journal could not record: %s", exc)
 
     @staticmethod
     def _document_of(statistics: Statistics | Mapping[str, Any]) -> dict[str, Any]:
@@ -834,6 +837,10 @@ class StatisticsReporter:
                         return
             except Exception:  # a bug here must not kill reporting for the rest of the run
                 logger.exception("statistics sender failed; continuing")
+                for lost in (epoch_cur, step_cur):
+                    if lost is not None:
+                        self._failed += 1
+                        self._recent_failures.append(lost.seq)
                 epoch_cur = step_cur = None
                 self._inflight = (None, None)
                 time.sleep(0.1)
@@ -863,7 +870,7 @@ class StatisticsReporter:
             try:
                 document[SYSTEM_METRICS_KEY] = self._sysmetrics.sample()
             except Exception as exc:  # metrics are extra; never block statistics
-                _warn_once(self._warned, "sysmetrics", "system metrics failed (%s): %s", exc)
+                _warn_once(self._warned, "sysmetrics", "system metrics failed: %s", exc)
         try:
             self.sink.send(document)
         except HttpError as exc:
@@ -928,20 +935,20 @@ class StatisticsReporter:
         try:
             self._journal.acknowledge(snapshot)
         except Exception as exc:
-            _warn_once(self._warned, "journal.ack", "could not acknowledge snapshot (%s): %s", exc)
+            _warn_once(self._warned, "journal.ack", "journal could not acknowledge: %s", exc)
 
     def _replay(self) -> None:
         assert self._journal is not None
         try:
             documents = list(self._journal.replay())
         except Exception as exc:
-            _warn_once(self._warned, "journal.replay", "could not replay snapshots (%s): %s", exc)
+            _warn_once(self._warned, "journal.replay", "journal could not replay: %s", exc)
             return
         for document in documents:
             try:
                 self.sink.send(to_json_safe(document))
             except Exception as exc:
-                _warn_once(self._warned, "replay", "replayed snapshot not sent (%s): %s", exc)
+                _warn_once(self._warned, "replay", "replayed snapshot not sent: %s", exc)
 
     # ------------------------------------------------------------------ process hooks
 
@@ -1099,8 +1106,8 @@ def report(
     statistics: Statistics | Mapping[str, Any] | None = None,
     /,
     *,
-    epoch: float | None = None,
-    num_epochs: float | None = None,
+    epoch: int | None = None,
+    num_epochs: int | None = None,
     progress: float | None = None,
     epoch_end: bool = False,
     **values: Any,

@@ -25,7 +25,7 @@ called explicitly.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .errors import StatisticsError
@@ -119,15 +119,26 @@ def _number(value: Any, path: str) -> float | int:
     return int(value) if isinstance(value, int) else float(value)
 
 
-def check_epoch(value: Any, path: str) -> float | int | None:
-    """``epoch``/``num_epochs``: ``None`` or a number >= 0 (float epochs allowed, e.g. 1.5).
+def check_epoch(value: Any, path: str) -> int | None:
+    """``epoch``/``num_epochs``: ``None`` or a whole number >= 0, returned as an ``int``.
+
+    ``3.0`` and numpy integers are accepted as 3; a fractional epoch (``1.5``, as some
+    trainers count) is refused here rather than by the server later: report fractional
+    progress with ``progress_percentage``.
 
     Raises:
-        StatisticsError: not a finite number >= 0.
+        StatisticsError: not a whole number >= 0.
     """
     if value is None:
         return None
     number = _number(value, path)
+    if isinstance(number, float):
+        if not number.is_integer():
+            raise StatisticsError(
+                f"{path}: must be a whole number, got {number!r} (round it, and report "
+                "fractional progress as progress_percentage)"
+            )
+        number = int(number)
     if number < 0:
         raise StatisticsError(f"{path}: must be >= 0, got {number!r}")
     return number
@@ -149,7 +160,7 @@ def check_progress(value: Any, path: str = "progress_percentage") -> float | int
     return number
 
 
-_TOP_CHECKS = {
+_TOP_CHECKS: dict[str, Callable[[Any, str], float | int | None]] = {
     "epoch": check_epoch,
     "num_epochs": check_epoch,
     "progress_percentage": check_progress,
@@ -250,7 +261,7 @@ class Statistics:
 
     # Validated attributes: the public class lets users assign them directly.
     @property
-    def num_epochs(self) -> float | int | None:
+    def num_epochs(self) -> int | None:
         return self._num_epochs
 
     @num_epochs.setter
@@ -258,7 +269,7 @@ class Statistics:
         self._num_epochs = check_epoch(value, "num_epochs")
 
     @property
-    def epoch(self) -> float | int | None:
+    def epoch(self) -> int | None:
         return self._epoch
 
     @epoch.setter
