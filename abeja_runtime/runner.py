@@ -390,7 +390,17 @@ def kill_process_tree(pid: int, *, timeout: float = 5.0, extra: Iterable[Any] = 
     for proc in victims.values():
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    psutil.wait_procs(list(victims.values()), timeout=timeout)
+    # Our own child is left for its Popen to reap: psutil would reap it here and
+    # Popen would then read exit status 0 for a process that was killed.
+    others = [p for pid_, p in victims.items() if pid_ != pid or not _is_our_child(p)]
+    psutil.wait_procs(others, timeout=timeout)
+
+
+def _is_our_child(proc: psutil.Process) -> bool:
+    try:
+        return proc.ppid() == os.getpid()
+    except psutil.Error:
+        return False
 
 
 class _ProcessTree:
