@@ -617,6 +617,25 @@ class RunResult:
     emulator_dir: Path | None = None
     stop_reason: str | None = field(default=None, repr=False)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The outcome as JSON-ready values (what ``run --output-json`` writes)."""
+        return {
+            "job_definition_name": self.job_definition_name,
+            "job_definition_version": self.job_definition_version,
+            "training_job_id": self.training_job_id,
+            "status": self.status,
+            "status_message": self.status_message,
+            "returncode": self.returncode,
+            "statistics": self.statistics,
+            "training_model_id": self.model_id,
+            "model_note": self.model_note,
+            "result_dir": str(self.result_dir),
+            "exit_code": self.exit_code,
+            "organization_id": self.organization_id,
+            "api_url": self.api_url,
+            "emulator_dir": str(self.emulator_dir) if self.emulator_dir else None,
+        }
+
     @property
     def model_id(self) -> str | None:
         """The uploaded model's id, or ``None``."""
@@ -1314,6 +1333,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="SECONDS",
         help=f"stop grace period before the kill (default ${ENV_STOP_GRACE} or 25)",
     )
+    parser.add_argument(
+        "--output-json",
+        metavar="FILE",
+        help="also write the outcome (job id, status, statistics, model id) as JSON to FILE",
+    )
     parser.set_defaults(func=_cli_run)
 
 
@@ -1336,4 +1360,6 @@ def _cli_run(args: argparse.Namespace) -> int:
     except AbejaRuntimeError as exc:
         print(f"abeja-runtime: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return exit_code_for_error(exc)
+    if args.output_json:
+        Path(args.output_json).write_text(json.dumps(result.as_dict(), indent=2) + "\n")
     return result.exit_code

@@ -238,7 +238,12 @@ def test_success_complete_with_statistics_and_model(
 ) -> None:
     (source / ".venv").mkdir()
     (source / ".venv" / "big.bin").write_bytes(b"x" * 1000)
-    done = _run(["run", "train:handler", "--source", str(source)], base_env, tmp_path)
+    summary = tmp_path / "outcome.json"
+    done = _run(
+        ["run", "train:handler", "--source", str(source), "--output-json", str(summary)],
+        base_env,
+        tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "using the embedded emulator" in out
@@ -274,6 +279,11 @@ def test_success_complete_with_statistics_and_model(
     assert model["metrics"] == expected
     assert model["exec_env"] == "local"
     assert f"model {model['training_model_id']} uploaded" in out
+    outcome = json.loads(summary.read_text())
+    assert outcome["training_job_id"] == job_id
+    assert outcome["training_model_id"] == model["training_model_id"]
+    assert (outcome["status"], outcome["exit_code"]) == ("Complete", 0)
+    assert outcome["statistics"] == expected
     archive = _model_zip(emu, "project", model["training_model_id"])
     assert sorted(archive.namelist()) == ["model.txt", "sub/context.json"]
     assert archive.read("model.txt") == b"weights"
