@@ -224,6 +224,15 @@ def test_jobs_statuses_and_paging(api: Api, emu: Emulator) -> None:
     assert len(api.ok("GET", f"/definitions/{name}")["jobs"]) == 12
 
 
+def test_create_job_exec_env_extension(api: Api) -> None:
+    name = _unique("execenv")
+    api.definition(name)
+    api.version(name)
+    assert api.job(name, exec_env="local")["exec_env"] == "local"
+    assert api.job(name)["exec_env"] == "cloud"
+    api.err(400, "POST", f"/definitions/{name}/versions/1/jobs", json={"exec_env": "mars"})
+
+
 def test_no_new_jobs_on_archived_version(api: Api) -> None:
     name = _unique("arch")
     api.definition(name)

@@ -58,7 +58,9 @@ over HTTP, also against an emulator in another process)::
 Legal transitions only: ``Pending`` -> ``Active`` | ``Failed`` | ``Stopped``,
 ``Active`` -> ``Complete`` | ``Failed`` | ``Stopped``; anything else is a
 409. ``Active`` sets ``start_time``; the others set ``completion_time``. The
-response is the job. ``GET /_emulator/health`` (no credential) answers
+response is the job. ``create_training_job`` also takes an ``exec_env`` field
+(``cloud``, ``edge``, ``local``, ``none``; default ``cloud``) so that a local
+run is recorded as ``local``. ``GET /_emulator/health`` (no credential) answers
 ``{"status": "ok"}``.
 """
 
