@@ -351,9 +351,17 @@ def test_models_create_list_get_download(
     forced = cli("models", "download", version, model_id, "--output", str(target), "--force")
     assert forced.code == 0
 
-    result = cli("jobs", "result", version, job_id, "--json")
-    if result.code == 0:
-        assert "artifacts" in result.json()
+    # The job's result is its latest model on the emulator.
+    uri = cli("jobs", "result", version, job_id)
+    assert uri.code == 0, uri.err
+    assert uri.out.startswith("http://127.0.0.1:")
+    assert "artifacts" in cli("jobs", "result", version, job_id, "--json").json()
+    saved = tmp_path / "result.zip"
+    fetched = cli("jobs", "result", version, job_id, "--output", str(saved))
+    assert fetched.code == 0, fetched.err
+    assert saved.read_bytes() == target.read_bytes()
+    other_job = cli("jobs", "create", version, "1", "--json").json()["training_job_id"]
+    assert cli("jobs", "result", version, other_job).code == 3
 
 
 def test_models_create_refuses_bad_metrics(
