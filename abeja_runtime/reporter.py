@@ -1007,6 +1007,7 @@ _hooks_registered = False
 
 
 def _register_process_hooks() -> None:
+    """Exit flush and fork hook, once per process (at import; the hooks cost nothing idle)."""
     global _hooks_registered
     if _hooks_registered:
         return
@@ -1143,3 +1144,6 @@ def close(timeout: float | None = None) -> bool:
     """Close the process-wide reporter (flushing it); the next report makes a new one."""
     reporter = set_reporter(None)
     return True if reporter is None else reporter.close(timeout)
+
+
+_register_process_hooks()

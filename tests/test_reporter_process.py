@@ -1,0 +1,214 @@
+"""Process-level behaviour of the default reporter: exit, SIGTERM, fork, ranks, no job.
+
+Each test runs a small training-like script in a fresh interpreter against the
+statistics server of tests/statistics_server.py (or no server at all).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from statistics_server import StatisticsServer
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and fork")
+
+_FOREIGN = ("ABEJA_", "TRAINING_", "PLATFORM_", "OMPI_", "SLURM_", "PMI_", "HOROVOD_")
+_RANK_VARS = {"RANK", "LOCAL_RANK", "WORLD_SIZE", "HANDLER", "DATASETS", "CONTEXT"}
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(_FOREIGN) and key not in _RANK_VARS
+    }
+    env.update(extra)
+    return env
+
+
+def start(code: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def run(code: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    proc = start(code, env, cwd)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+@pytest.fixture
+def server() -> Iterator[StatisticsServer]:
+    with StatisticsServer() as srv:
+        yield srv
+
+
+def job_env(server: StatisticsServer, **extra: str) -> dict[str, str]:
+    # a long interval: the last snapshot is only delivered by the exit/SIGTERM flush
+    return clean_env(**server.job_env(), ABEJA_RUNTIME_REPORT_INTERVAL="3600", **extra)
+
+
+FIRST_THEN_FINAL = """
+    import abeja_runtime
+    abeja_runtime.report(epoch=0, num_epochs=2, train={"loss": 1.0})
+    assert abeja_runtime.flush(20)
+    abeja_runtime.report(epoch=1, train={"loss": 0.25}, final=True)
+"""
+FINAL = {"epoch": 1, "num_epochs": 2, "stages": {"train": {"loss": 0.25}}, "final": True}
+
+
+def test_exit_flush_delivers_the_last_snapshot(server: StatisticsServer) -> None:
+    result = run(FIRST_THEN_FINAL, job_env(server))
+    assert result.returncode == 0, result.stderr
+    assert server.documents[-1] == FINAL
+    assert len(server.documents) == 2
+
+
+def test_sigterm_flushes_then_dies_of_sigterm(server: StatisticsServer) -> None:
+    code = FIRST_THEN_FINAL + "\n    print('ready', flush=True)\n    import time; time.sleep(120)\n"
+    proc = start(code, job_env(server))
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == -signal.SIGTERM, err  # the default action, as before
+    assert server.documents[-1] == FINAL
+
+
+def test_sigterm_chains_to_the_previous_handler(server: StatisticsServer) -> None:
+    code = (
+        """
+    import signal, sys
+    def mine(signum, frame):
+        print("user handler", flush=True)
+        sys.exit(7)
+    signal.signal(signal.SIGTERM, mine)
+    """
+        + FIRST_THEN_FINAL
+        + "\n    print('ready', flush=True)\n    import time; time.sleep(120)\n"
+    )
+    proc = start(code, job_env(server))
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 7, err
+    assert "user handler" in out
+    assert server.documents[-1] == FINAL
+
+
+def test_sigterm_flush_is_bounded_when_the_server_is_down(server: StatisticsServer) -> None:
+    code = FIRST_THEN_FINAL + "\n    print('ready', flush=True)\n    import time; time.sleep(120)\n"
+    proc = start(code, job_env(server, ABEJA_RUNTIME_SIGTERM_TIMEOUT="0.5"))
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    server.stop()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)  # far below the 120 s sleep
+    assert proc.returncode == -signal.SIGTERM, err
+    assert "not fully delivered" in err
+
+
+def test_other_rank_posts_nothing(server: StatisticsServer) -> None:
+    code = """
+        import abeja_runtime
+        abeja_runtime.report(epoch=1, epoch_end=True)
+        print(abeja_runtime.get_reporter().enabled, abeja_runtime.flush(5))
+    """
+    result = run(code, job_env(server, RANK="1", LOCAL_RANK="1", WORLD_SIZE="2"))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "True"]
+    assert server.attempts == 0
+    rank0 = run(code, job_env(server, RANK="0", LOCAL_RANK="0", WORLD_SIZE="2"))
+    assert rank0.stdout.split() == ["True", "True"]
+    assert server.documents == [{"epoch": 1}]
+
+
+def test_forked_children_post_nothing_and_do_not_deadlock(server: StatisticsServer) -> None:
+    code = """
+        import os, sys, threading, abeja_runtime
+        abeja_runtime.report(who="parent", n=0)
+        assert abeja_runtime.flush(20)
+        stop = False
+        def hammer():  # keeps the reporter's lock busy while we fork
+            i = 0
+            while not stop:
+                i += 1
+                abeja_runtime.report(who="parent", n=i)
+        thread = threading.Thread(target=hammer)
+        thread.start()
+        children = []
+        for k in range(6):
+            pid = os.fork()
+            if pid == 0:
+                for i in range(500):
+                    abeja_runtime.report(who="child", i=i, epoch_end=(i % 100 == 0))
+                ok = abeja_runtime.flush(2)
+                enabled = abeja_runtime.get_reporter().enabled
+                os.write(1, f"child {enabled} {ok}\\n".encode())  # one write: no interleaving
+                if k % 2:
+                    os._exit(0)
+                sys.exit(0)  # runs atexit handlers in the child too
+            children.append(pid)
+        codes = [os.waitpid(pid, 0)[1] for pid in children]
+        stop = True
+        thread.join()
+        abeja_runtime.report(who="parent-final", epoch_end=True)
+        assert abeja_runtime.flush(20)
+        print("parent", codes, flush=True)
+    """
+    result = run(code, job_env(server))
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines.count("child False True") == 6
+    assert lines[-1] == "parent [0, 0, 0, 0, 0, 0]"
+    who = [doc["who"] for doc in server.documents]
+    assert "child" not in who
+    assert who[-1] == "parent-final"
+
+
+def test_outside_a_job_statistics_go_to_a_json_lines_file(tmp_path: Path) -> None:
+    code = """
+        import abeja_runtime
+        abeja_runtime.report(epoch=0, train={"loss": 0.0}, epoch_end=True)
+        abeja_runtime.report(epoch=1, train={"loss": float("nan")}, epoch_end=True)
+    """
+    result = run(code, clean_env(ABEJA_TRAINING_RESULT_DIR=str(tmp_path / "out")), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    path = tmp_path / "out" / "statistics.jsonl"
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [line["statistics"] for line in lines] == [
+        {"epoch": 0, "stages": {"train": {"loss": 0.0}}},
+        {"epoch": 1, "stages": {"train": {"loss": "NaN"}}},
+    ]
+    assert all(line["time"].endswith("Z") for line in lines)
+    notes = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(notes) == 1, result.stderr
+    assert str(path) in notes[0]
+
+
+def test_broken_job_environment_is_explained_and_does_not_fail(tmp_path: Path) -> None:
+    code = """
+        import abeja_runtime
+        abeja_runtime.report(epoch=3, epoch_end=True)
+    """
+    env = clean_env(TRAINING_JOB_ID="not-an-id", ABEJA_ORGANIZATION_ID="1234567890123")
+    result = run(code, env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "TRAINING_JOB_ID" in result.stderr and "PLATFORM_AUTH_TOKEN" in result.stderr
+    assert "abeja-runtime run" in result.stderr
+    assert (tmp_path / "statistics.jsonl").exists()
