@@ -123,7 +123,7 @@ class ApiTarget:
 
 
 def _start_emulator(
-    data_dir: Path, announce: Callable[[str], None] | None
+    data_dir: Path, announce: Callable[[str], None] | None, brief: bool
 ) -> tuple[Any, APIClient]:
     try:
         from .emulator import Emulator
@@ -149,10 +149,13 @@ def _start_emulator(
             f"{ENV_AUTH_TOKEN} and {ENV_ORGANIZATION_ID} it prints"
         ) from None
     if announce is not None:
-        announce(
-            f"no platform credentials in the environment: using the embedded emulator at "
-            f"{emulator.url} (state in {data_dir}; organization {emulator.organization_id})"
-        )
+        if brief:
+            announce(f"using the embedded emulator (state in {data_dir})")
+        else:
+            announce(
+                f"no platform credentials in the environment: using the embedded emulator at "
+                f"{emulator.url} (state in {data_dir}; organization {emulator.organization_id})"
+            )
     return emulator, emulator.client()
 
 
@@ -162,6 +165,7 @@ def open_target(
     *,
     environ: Mapping[str, str] | None = None,
     announce: Callable[[str], None] | None = None,
+    brief: bool = False,
 ) -> Iterator[ApiTarget]:
     """The API to use, as a context manager that stops an embedded emulator at exit.
 
@@ -170,6 +174,7 @@ def open_target(
             (or the embedded emulator's organization).
         environ: environment to read (``os.environ`` by default).
         announce: called with one human line when the embedded emulator starts.
+        brief: make that line short (for commands that run often).
 
     Raises:
         ConfigurationError: ``ABEJA_API_URL`` without credentials, credentials
@@ -186,7 +191,7 @@ def open_target(
                 "embedded emulator"
             )
         data_dir = default_emulator_dir(env)
-        emulator, client = _start_emulator(data_dir, announce)
+        emulator, client = _start_emulator(data_dir, announce, brief)
         target = ApiTarget(
             client=client,
             organization_id=str(emulator.organization_id),

@@ -353,8 +353,9 @@ def _jobs_get(t: ApiTarget, a: argparse.Namespace) -> Output:
     text = render_record(response, _JOB_FIELDS)
     stats = response.get("statistics")
     if stats:
-        text += f"\n{'progress:':<{len('job_definition_version') + 1}} {format_progress(stats)}"
-        text += "\nstatistics: " + json.dumps(stats, ensure_ascii=False)
+        width = len("job_definition_version") + 1
+        text += f"\n{'progress:':<{width}} {format_progress(stats)}"
+        text += f"\n{'statistics:':<{width}} {json.dumps(stats, ensure_ascii=False)}"
     return text, response
 
 
@@ -535,7 +536,7 @@ def _execute(action: Action) -> Callable[[argparse.Namespace], int]:
             print(f"abeja-runtime: {line}", file=sys.stderr)
 
         try:
-            with open_target(args.organization, announce=announce) as target:
+            with open_target(args.organization, announce=announce, brief=True) as target:
                 text, data = action(target, args)
         except AbejaRuntimeError as exc:
             print(f"abeja-runtime: error: {' '.join(str(exc).split())}", file=sys.stderr)

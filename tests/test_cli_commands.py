@@ -67,7 +67,7 @@ def _one_error_line(result: Result) -> str:
     lines = [
         line
         for line in result.err.strip().splitlines()
-        if not line.startswith("abeja-runtime: no platform credentials")
+        if not line.startswith("abeja-runtime: using the embedded emulator")
     ]
     assert len(lines) == 1, result.err
     assert lines[0].startswith("abeja-runtime: error: ")
