@@ -1250,7 +1250,7 @@ def run_handler(
         if poll_interval is not None
         else env_float(ENV_POLL_INTERVAL, DEFAULT_POLL_INTERVAL, minimum=0.05)
     )
-    check_env = dict(os.environ)
+    check_env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV_NAMES}
     check_env.update(clean_env)
     check_env["DATASETS"] = json.dumps(clean_datasets)
     check_env["CONTEXT"] = "{}"
