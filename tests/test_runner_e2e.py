@@ -254,6 +254,7 @@ def test_success_complete_with_statistics_and_model(
     assert "abeja-runtime: model " in out
 
     emu = reopen()
+    assert emu.token not in done.stdout + done.stderr
     client = emu.client()
     job = client.get_training_job(emu.organization_id, "project", job_id)
     assert job["status"] == "Complete"
@@ -584,3 +585,31 @@ def test_stop_through_the_api_ends_the_handler(
     job = emu.client().get_training_job(emu.organization_id, "project", job_id)
     assert job["status"] == "Stopped"
     assert job["exec_env"] == "local"
+
+
+def test_run_with_a_user_credential_passes_it_to_the_job(
+    source: Path,
+    base_env: dict[str, str],
+    tmp_path: Path,
+    external_emulator: Emulator,
+) -> None:
+    emu = external_emulator
+    result = tmp_path / "results"
+    env = dict(
+        base_env,
+        ABEJA_API_URL=emu.url,
+        ABEJA_PLATFORM_USER_ID=emu.user_id,
+        ABEJA_PLATFORM_PERSONAL_ACCESS_TOKEN=emu.personal_access_token,
+        ABEJA_ORGANIZATION_ID=emu.organization_id,
+    )
+    done = _run(
+        ["run", "train:handler", "--source", str(source), "--result-dir", str(result)],
+        env,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    job_id = _job_id(done.stdout)
+    job = emu.client().get_training_job(emu.organization_id, "project", job_id)
+    assert job["status"] == "Complete"
+    assert job["statistics"]["epoch"] == 3  # the handler's reporter used the user credential
+    assert emu.personal_access_token not in done.stdout + done.stderr
