@@ -9,7 +9,7 @@ import hashlib
 import re
 import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import pytest
@@ -422,5 +422,5 @@ def test_python_api_create_job_environment(emu: Emulator) -> None:
 def test_times_are_utc_iso(api: Api) -> None:
     name = _unique("time")
     created = api.definition(name)["created_at"]
-    parsed = datetime.strptime(created, "%Y-%m-%dT%H:%M:%S.%fZ")
-    assert abs((parsed - datetime.utcnow()).total_seconds()) < 3600
+    parsed = datetime.strptime(created, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=timezone.utc)
+    assert abs((parsed - datetime.now(timezone.utc)).total_seconds()) < 3600
