@@ -1,14 +1,14 @@
 """Report training statistics from the loop without ever slowing it down.
 
-``report()`` only records. It checks the values' types, merges them into the job's
-current statistics document and hands a reference to one background *sender* thread;
-the sender converts values (this is where a CUDA tensor is read), posts, retries and
-throttles. The training thread never encodes JSON, never does I/O, never reads a
-tensor and never waits for the sender: the only lock it takes guards the merge, and the
-sender never holds it (hand-over is through ``collections.deque`` append/pop, which are
-atomic).
+``report()`` only records: it checks the values' *types* (never their data), merges
+them into the job's current statistics document in place, and returns, in about a
+microsecond. One background *sender* thread does everything else: when a post is due it
+copies the document (under the same lock, for about a microsecond), converts the values
+(this is where a CUDA tensor is read, so the training thread never waits for the GPU),
+posts, retries and throttles. The training thread never encodes JSON, never does I/O
+and never waits on the network; the lock it takes is never held across I/O.
 
-Delivery rules:
+Delivery rules:Delivery rules:
 
 * **Step-level** snapshots (the default) are throttled to one post per
   ``min_interval``; a newer one replaces an older one that is still waiting (latest
@@ -36,6 +36,11 @@ Process rules: only global rank 0 of a distributed run posts (other ranks' ``rep
 is a cheap no-op); in a forked child (a DataLoader worker) every reporter that existed
 before the fork is disabled, and the process-wide default one stays disabled, so that
 workers neither post nor deadlock on a lock held at fork time.
+
+Design notes, for the durable spool to come: a must-deliver snapshot is a
+:class:`Snapshot` in ``_epoch_queue``; a :class:`SnapshotJournal` passed as ``journal``
+sees each one before ``report()`` returns (``record``), after the server took it
+(``acknowledge``), and may hand back what an earlier process left (``replay``).
 
 Outside a training job nothing fails: snapshots go to a JSON-lines file in the result
 dir and one log line says where.
@@ -132,22 +137,32 @@ _EXTRA_STATUSES = frozenset({408, 500})
 _MAX_500_TRIES = 5
 #: how long the idle sender sleeps before looking again (it is woken when work arrives)
 _IDLE_WAIT = 5.0
+#: how long the sender waits for the report lock before trying again later (it is held
+#: for microseconds, unless a signal handler interrupted report() on the main thread)
+_LOCK_WAIT = 0.05
 
 logger = logging.getLogger(__name__)
+
+#: values the hot path accepts without a closer look (checked by exact type)
+_PLAIN_TYPES = frozenset({float, int, str, bool, type(None)})
+#: keyword names with a meaning of their own, handled by the full check
+_RESERVED = frozenset({"stages", "progress_percentage", "statistics"})
 
 
 class Snapshot(NamedTuple):
     """One complete statistics document as it stood after a ``report()`` call.
 
-    The document is never modified after the snapshot is made (a later report builds
-    a new dict), so the sender may read it without a lock. Values are as reported
-    (tensors not read yet).
+    The document is the snapshot's own copy (reports merge into the reporter's current
+    document, never into a snapshot), so the sender reads it without a lock. Values are
+    as reported (tensors not read yet).
 
     Attributes:
         seq: position in this reporter's report order (1, 2, ...).
         document: the merged statistics document.
         epoch_end: True for a must-deliver (epoch-end) snapshot.
-        created: wall-clock time of the report (``time.time()``).
+        created: wall-clock time (``time.time()``) of the report for an epoch-end
+            snapshot; of the sender taking it for a step snapshot (not worth a clock
+            read on the hot path).
     """
 
     seq: int
@@ -231,6 +246,19 @@ def _freeze_tensors(value: Any) -> Any:
         if callable(copy):
             return copy()
     return value
+
+
+def _copy_document(document: dict[str, Any]) -> dict[str, Any]:
+    """A copy that later in-place merges cannot change: the top level and each stage.
+
+    Other values are never modified in place after a report (they are replaced), so
+    sharing them is safe.
+    """
+    copy = dict(document)
+    stages = copy.get("stages")
+    if type(stages) is dict:
+        copy["stages"] = {name: dict(stage) for name, stage in stages.items()}
+    return copy
 
 
 def _convert(document: Mapping[str, Any], warned: set[str]) -> dict[str, Any]:
@@ -376,22 +404,22 @@ class StatisticsReporter:
         self._closed = False
         self._seq = 0
         self._published_seq = 0
+        self._step_seq = 0  # seq of the latest step-level report
+        self._taken_seq = 0  # seq of the document when the latest step copy was taken
         self._doc: dict[str, Any] = {}
-        self._reported = 0
         self._epoch_ends = 0
-        self._step_index = 0
         self._dropped = 0
         # sender side
         self._settled_seq = 0
         self._flush_target = 0
         self._sent = 0
-        self._coalesced = 0
+        self._sent_steps = 0
+        self._failed_steps = 0
         self._retried = 0
         self._failed = 0
         self._stop = False
         self._idle = False
         self._inflight: tuple[Snapshot | None, Snapshot | None] = (None, None)
-        self._last_step_index = 0
         self._recent_failures: deque[int] = deque(maxlen=1024)
         self._warned: set[str] = set()
         self._last_error: str | None = None
@@ -410,7 +438,8 @@ class StatisticsReporter:
         self._start_lock = threading.Lock()
         self._wakeup = _Wakeup()
         self._epoch_queue: deque[Snapshot] = deque(maxlen=self.max_pending_epoch_ends)
-        self._slot: deque[tuple[Snapshot, int]] = deque(maxlen=1)
+        # a step copy taken by flush() on the caller's thread, for the sender to post
+        self._slot: deque[Snapshot] = deque(maxlen=1)
 
     def _default_sink(self, context: JobContext | None, request_timeout: float) -> StatisticsSink:
         if context is not None:
@@ -526,52 +555,127 @@ class StatisticsReporter:
             return
         if self._thread is None and not self._start():
             return
+        # Fast path: plain Python values only, checked by exact type (tens of ns);
+        # anything else (numpy, tensors, lists, a Statistics, reserved names, values out
+        # of range) goes through the full check in _report_checked.
+        plain = _PLAIN_TYPES
+        if (
+            statistics is None
+            and (epoch is None or (type(epoch) is int and epoch >= 0))
+            and (num_epochs is None or (type(num_epochs) is int and num_epochs >= 0))
+            and (progress is None or (type(progress) is float and 0.0 <= progress <= 1.0))
+        ):
+            for key, value in values.items():
+                kind = type(value)
+                if kind is dict:
+                    for metric, item in value.items():
+                        if type(item) not in plain or type(metric) is not str:
+                            break
+                    else:
+                        if key not in _RESERVED:
+                            continue
+                    break
+                if kind not in plain or key in _RESERVED:
+                    break
+            else:
+                self._publish(None, epoch, num_epochs, progress, values, epoch_end)
+                return
+        self._report_checked(statistics, epoch, num_epochs, progress, values, epoch_end)
+
+    def _report_checked(
+        self,
+        statistics: Statistics | Mapping[str, Any] | None,
+        epoch: Any,
+        num_epochs: Any,
+        progress: Any,
+        values: dict[str, Any],
+        epoch_end: bool,
+    ) -> None:
+        """The full call-site check (types, ranges, shapes), then :meth:`_publish`."""
         try:
             base = None if statistics is None else self._document_of(statistics)
-            if epoch is not None:
-                epoch = check_epoch(epoch, "epoch")
-            if num_epochs is not None:
-                num_epochs = check_epoch(num_epochs, "num_epochs")
-            if progress is not None:
-                progress = check_progress(progress, "progress")
-            updates = self._check_values(values) if values else None
+            epoch = check_epoch(epoch, "epoch")
+            num_epochs = check_epoch(num_epochs, "num_epochs")
+            progress = check_progress(progress, "progress")
+            updates: dict[str, Any] = {}
+            for key, value in values.items():
+                if key == "stages":  # report(stages={"train": {...}}) as in a document
+                    if not isinstance(value, Mapping) or not all(
+                        isinstance(name, str) and isinstance(stage, Mapping)
+                        for name, stage in value.items()
+                    ):
+                        raise StatisticsError("stages: must map stage names to dicts of metrics")
+                    for name, stage in value.items():
+                        updates[name] = check_value(stage, f"stages.{name}")
+                elif key == "progress_percentage":
+                    progress = check_progress(value, key)
+                elif isinstance(value, Mapping):
+                    updates[key] = check_value(value, f"stages.{key}")
+                elif isinstance(value, Statistics):
+                    raise StatisticsError(
+                        f"{key}: pass a Statistics positionally: report(statistics)"
+                    )
+                else:
+                    updates[key] = check_value(value, key)
         except StatisticsError as exc:
             if self.strict:
                 raise
             _warn_once(self._warned, str(exc), "ignored a report: %s", exc)
             return
+        self._publish(base, epoch, num_epochs, progress, updates, epoch_end)
 
-        with self._lock:
-            doc = dict(self._doc) if base is None else base
+    def _publish(
+        self,
+        base: dict[str, Any] | None,
+        epoch: int | None,
+        num_epochs: int | None,
+        progress: float | None,
+        values: dict[str, Any],
+        epoch_end: bool,
+    ) -> None:
+        """Merge checked values into the current document, in place, under the lock.
+
+        Nothing is copied here: the sender copies the document (under the same lock,
+        for about a microsecond) only when it is about to post, so a report costs a few
+        dict stores however often it is called. Epoch-end snapshots are the exception:
+        they are copied now, because each must be posted as it was. A dict value is a
+        stage; ``None`` removes a key.
+        """
+        lock = self._lock
+        lock.acquire()  # explicit acquire/release: half the cost of ``with`` in CPython
+        try:
+            if base is not None:
+                self._doc = base
+            doc = self._doc
             if epoch is not None:
                 doc["epoch"] = epoch
             if num_epochs is not None:
                 doc["num_epochs"] = num_epochs
             if progress is not None:
                 doc["progress_percentage"] = progress
-            if updates is not None:
-                stages: dict[str, Any] | None = None
-                for key, value, is_stage in updates:
-                    if is_stage:
+            stages: dict[str, Any] | None = None
+            for key, value in values.items():
+                if type(value) is dict:
+                    if stages is None:
+                        stages = doc.get("stages")
                         if stages is None:
-                            stages = dict(doc.get("stages") or ())
-                        old = stages.get(key)
-                        stage = dict(old) if old else {}
+                            stages = doc["stages"] = {}
+                    stage = stages.get(key)
+                    if stage is None:
+                        stage = stages[key] = {}
+                    if None in value.values():
                         for metric, item in value.items():
                             if item is None:
                                 stage.pop(metric, None)
                             else:
                                 stage[metric] = item
-                        stages[key] = stage
-                    elif value is None:
-                        doc.pop(key, None)
                     else:
-                        doc[key] = value
-                if stages is not None:
-                    doc["stages"] = stages
-            self._doc = doc
+                        stage.update(value)
+                elif value is None:
+                    doc.pop(key, None)
+                else:
+                    doc[key] = value
             seq = self._seq = self._seq + 1
-            self._reported += 1
             if epoch_end:
                 snapshot = Snapshot(seq, _freeze_tensors(doc), True, time.time())
                 self._epoch_ends += 1
@@ -584,11 +688,38 @@ class StatisticsReporter:
                     self._record(snapshot)
                 self._epoch_queue.append(snapshot)
             else:
-                self._step_index += 1
-                self._slot.append((Snapshot(seq, doc, False, time.time()), self._step_index))
+                self._step_seq = seq
             self._published_seq = seq
+        finally:
+            lock.release()
         if epoch_end or self._idle:
             self._wakeup.set()
+
+    def _take_step(self, wait: float, *, to_slot: bool = False) -> Snapshot | None:
+        """A copy of the current document when a step report came after the last copy.
+
+        Runs on the sender thread, and in :meth:`flush` on the caller's thread (the lock
+        is re-entrant, so a flush from a SIGTERM handler that interrupted ``report()``
+        still gets the latest state). ``wait`` bounds the wait for the lock. With
+        ``to_slot`` the copy is put in the slot for the sender *before* the copy is
+        marked as taken, so that the sender never counts it as settled in between.
+        """
+        if self._step_seq <= self._taken_seq:
+            return None
+        lock = self._lock
+        if not lock.acquire(timeout=wait):
+            return None
+        try:
+            seq = self._seq
+            if self._step_seq <= self._taken_seq:
+                return None
+            snapshot = Snapshot(seq, _copy_document(self._doc), False, time.time())
+            if to_slot:
+                self._slot.append(snapshot)
+            self._taken_seq = seq
+        finally:
+            lock.release()
+        return snapshot
 
     def _record(self, snapshot: Snapshot) -> None:
         assert self._journal is not None
@@ -608,40 +739,11 @@ class StatisticsReporter:
             f"{type(statistics).__name__}; pass values as keywords (train={{'loss': ...}})"
         )
 
-    @staticmethod
-    def _check_values(values: dict[str, Any]) -> list[tuple[str, Any, bool]]:
-        updates: list[tuple[str, Any, bool]] = []
-        for key, value in values.items():
-            if isinstance(value, Mapping):
-                if key == "stages":  # report(stages={"train": {...}}) as in a document
-                    for name, stage in value.items():
-                        if not isinstance(name, str) or not isinstance(stage, Mapping):
-                            raise StatisticsError(
-                                "stages: must map stage names to dicts of metrics"
-                            )
-                        updates.append((name, check_value(stage, f"stages.{name}"), True))
-                    continue
-                updates.append((key, check_value(value, f"stages.{key}"), True))
-            elif key == "progress_percentage":
-                updates.append((key, check_progress(value, key), False))
-            elif key == "stages":
-                raise StatisticsError("stages: must map stage names to dicts of metrics")
-            else:
-                kind = type(value)
-                if not (kind is float or kind is int or value is None or kind is str):
-                    if isinstance(value, Statistics):
-                        raise StatisticsError(
-                            f"{key}: pass a Statistics positionally: report(statistics)"
-                        )
-                    value = check_value(value, key)
-                updates.append((key, value, False))
-        return updates
-
     @property
     def last_document(self) -> dict[str, Any]:
         """The latest merged statistics document, as JSON values (reads tensors)."""
         with self._lock:
-            doc = self._doc
+            doc = _copy_document(self._doc)
         return _convert(doc, self._warned)
 
     @property
@@ -655,16 +757,19 @@ class StatisticsReporter:
         ``dropped``: epoch-end snapshots dropped because the queue was full;
         ``pending``: snapshots waiting to be sent.
         """
-        inflight = sum(1 for snapshot in self._inflight if snapshot is not None)
-        pending = len(self._epoch_queue) + len(self._slot) + inflight
-        coalesced = self._coalesced
-        with contextlib.suppress(IndexError):  # replaced in the slot, not yet counted
-            coalesced += max(0, self._slot[0][1] - self._last_step_index - 1)
+        epoch_cur, step_cur = self._inflight
+        pending_steps = (
+            len(self._slot) + (step_cur is not None) + (self._step_seq > self._taken_seq)
+        )
+        pending = len(self._epoch_queue) + pending_steps + (epoch_cur is not None)
+        reported = self._seq
+        # every step snapshot is sent, refused, pending, or replaced by a newer one
+        coalesced = reported - self._epoch_ends - self._sent_steps - self._failed_steps
         return {
-            "reported": self._reported,
+            "reported": reported,
             "epoch_ends": self._epoch_ends,
             "sent": self._sent,
-            "coalesced": coalesced,
+            "coalesced": max(0, coalesced - pending_steps),
             "retried": self._retried,
             "failed": self._failed,
             "dropped": self._dropped,
@@ -692,11 +797,12 @@ class StatisticsReporter:
         target = self._published_seq
         start_settled = self._settled_seq
         if start_settled < target:
+            limit = self.exit_timeout if timeout is None else max(0.0, timeout)
+            deadline = time.monotonic() + limit
+            self._take_step(min(limit, _LOCK_WAIT), to_slot=True)
             if self._flush_target < target:
                 self._flush_target = target
             self._wakeup.set()
-            limit = self.exit_timeout if timeout is None else max(0.0, timeout)
-            deadline = time.monotonic() + limit
             pause = 0.0005
             while self._settled_seq < target:
                 remaining = deadline - time.monotonic()
@@ -763,27 +869,19 @@ class StatisticsReporter:
         attempts = 0
         while True:
             try:
-                # 1. candidates: pull the newest step snapshot first, then look at the
-                # epoch-end queue, so an epoch-end older than that step is always seen
-                try:
-                    newest, index = self._slot.popleft()
-                except IndexError:
-                    pass
-                else:
-                    self._coalesced += index - self._last_step_index - 1
-                    self._last_step_index = index
-                    if step_cur is not None:
-                        self._coalesced += 1
-                    step_cur = newest
+                # 1. candidates: the newest step copy first, then the epoch-end queue, so
+                # that an epoch-end older than that copy is always seen
+                for fresh in (self._pop_slot(), self._take_step(_LOCK_WAIT)):
+                    if fresh is not None and (step_cur is None or fresh.seq > step_cur.seq):
+                        step_cur = fresh  # replaces (coalesces) an older one
                 if epoch_cur is None and self._epoch_queue:
                     epoch_cur = self._epoch_queue.popleft()
                 if step_cur is not None:
                     newest_epoch = epoch_cur.seq if epoch_cur is not None else 0
                     with contextlib.suppress(IndexError):
                         newest_epoch = self._epoch_queue[-1].seq
-                    if step_cur.seq < newest_epoch or step_cur.seq <= last_sent_seq:
-                        self._coalesced += 1  # a newer document will reach the server
-                        step_cur = None
+                    if step_cur.seq <= newest_epoch or step_cur.seq <= last_sent_seq:
+                        step_cur = None  # coalesced: a newer document will reach the server
                 current = epoch_cur if epoch_cur is not None else step_cur
                 self._inflight = (epoch_cur, step_cur)
                 self._update_settled()
@@ -791,7 +889,12 @@ class StatisticsReporter:
                     if self._stop:
                         return
                     self._idle = True
-                    if not (self._epoch_queue or self._slot or self._stop):
+                    if not (
+                        self._epoch_queue
+                        or self._slot
+                        or self._step_seq > self._taken_seq
+                        or self._stop
+                    ):
                         self._wakeup.wait(_IDLE_WAIT)
                     self._idle = False
                     continue
@@ -814,6 +917,7 @@ class StatisticsReporter:
                 if outcome is None or outcome < 0:
                     if outcome is None:
                         self._sent += 1
+                        self._sent_steps += not current.epoch_end
                         last_sent_seq = current.seq
                         if attempts:
                             logger.info(
@@ -821,6 +925,7 @@ class StatisticsReporter:
                             )
                     else:  # refused for good
                         self._failed += 1
+                        self._failed_steps += not current.epoch_end
                         self._recent_failures.append(current.seq)
                     self._acknowledge(current)
                     attempts = 0
@@ -840,21 +945,36 @@ class StatisticsReporter:
                 for lost in (epoch_cur, step_cur):
                     if lost is not None:
                         self._failed += 1
+                        self._failed_steps += not lost.epoch_end
                         self._recent_failures.append(lost.seq)
                 epoch_cur = step_cur = None
                 self._inflight = (None, None)
                 time.sleep(0.1)
 
+    def _pop_slot(self) -> Snapshot | None:
+        try:
+            return self._slot.popleft()
+        except IndexError:
+            return None
+
     def _update_settled(self) -> None:
-        published = self._published_seq  # read first: anything <= it is queued or taken
+        """Advance ``_settled_seq``: every snapshot up to it is sent, refused or superseded.
+
+        The reads are ordered against the writers (which publish before they bump the
+        counters read first here), so a snapshot in hand-over is never missed.
+        """
+        published = self._published_seq  # anything <= it is queued, taken or copyable
+        taken = self._taken_seq  # flush() puts its copy in the slot before setting this
         lowest = published + 1
+        if self._step_seq > taken:  # a step report after the last copy: its seq > taken
+            lowest = min(lowest, taken + 1)
         for snapshot in self._inflight:
             if snapshot is not None:
                 lowest = min(lowest, snapshot.seq)
         with contextlib.suppress(IndexError):
             lowest = min(lowest, self._epoch_queue[0].seq)
         with contextlib.suppress(IndexError):
-            lowest = min(lowest, self._slot[0][0].seq)
+            lowest = min(lowest, self._slot[0].seq)
         if lowest - 1 > self._settled_seq:
             self._settled_seq = lowest - 1
 
