@@ -213,7 +213,9 @@ def _json_object(name: str, raw: str, invalid: dict[str, str]) -> dict[str, Any]
         value = json.loads(raw)
     except json.JSONDecodeError as exc:
         # the position only: the value may hold user parameters that are not for logs
-        invalid[name] = f"must be a JSON object, but is not valid JSON ({exc.msg} at char {exc.pos})"
+        invalid[name] = (
+            f"must be a JSON object, but is not valid JSON ({exc.msg} at char {exc.pos})"
+        )
         return {}
     if not isinstance(value, dict):
         invalid[name] = f"must be a JSON object, got a JSON {type(value).__name__}"
@@ -416,9 +418,7 @@ class JobContext:
         """An :class:`~abeja_runtime.client.APIClient` for this job's API and credential."""
         from .client import APIClient
 
-        return APIClient(
-            self.credential, timeout, max_retry_count, base_url=self.api_url
-        )
+        return APIClient(self.credential, timeout, max_retry_count, base_url=self.api_url)
 
 
 def _describe(missing: list[str], invalid: Mapping[str, str]) -> str:

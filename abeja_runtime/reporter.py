@@ -1045,7 +1045,11 @@ class StatisticsReporter:
     def _delay(attempt: int, error: BaseException) -> float:
         """Seconds before the next try: the server's Retry-After (capped), else the backoff."""
         retry_after = getattr(error, "retry_after", None)
-        if isinstance(retry_after, (int, float)) and math.isfinite(retry_after) and retry_after >= 0:
+        if (
+            isinstance(retry_after, (int, float))
+            and math.isfinite(retry_after)
+            and retry_after >= 0
+        ):
             return float(min(retry_after, _RETRY.retry_after_max))
         return _RETRY.backoff(min(attempt, 64))
 
@@ -1107,7 +1111,8 @@ class StatisticsReporter:
             try:
                 if not self.flush(self.sigterm_timeout):
                     logger.warning(
-                        "SIGTERM: statistics not fully delivered within %.0f s", self.sigterm_timeout
+                        "SIGTERM: statistics not fully delivered within %.0f s",
+                        self.sigterm_timeout,
                     )
             finally:
                 self._in_sigterm = False

@@ -103,7 +103,10 @@ class SystemMetrics:
         return gpus
 
     def sample(self) -> dict[str, Any]:
-        """One sample: ``cpu_percent``, ``memory_rss_bytes``, ``system_memory_percent``, ``gpus``."""
+        """One sample: ``cpu_percent``, ``memory_rss_bytes``, ``system_memory_percent``, ``gpus``.
+
+        ``gpus`` is present only when NVML answered.
+        """
         with self._lock:
             cpu = 0.0
             rss = 0

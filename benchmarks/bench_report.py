@@ -163,8 +163,12 @@ def bench_wandb(calls: int) -> dict[str, float] | None:
         return None
     workdir = tempfile.mkdtemp(prefix="bench-wandb-")
     os.environ.update(
-        {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": workdir,
-         "WANDB_CONSOLE": "off"}
+        {
+            "WANDB_MODE": "offline",
+            "WANDB_SILENT": "true",
+            "WANDB_DIR": workdir,
+            "WANDB_CONSOLE": "off",
+        }
     )
     run = wandb.init(project="bench-report", dir=workdir, settings=wandb.Settings(silent=True))
     steps_per_epoch = 1000

@@ -153,8 +153,9 @@ def main(argv: list[str] | None = None) -> int:
             rates[name].append(args.steps / (time.perf_counter() - started))
 
     delivered = reporter.flush(30)
+    device_name = torch.cuda.get_device_name(0) if cuda else "CPU (script check only)"
     print(
-        f"{torch.cuda.get_device_name(0) if cuda else 'CPU (script check only)'}, torch {torch.__version__}: MLP width {args.width}, "
+        f"{device_name}, torch {torch.__version__}: MLP width {args.width}, "
         f"depth {args.depth}, batch {args.batch}; {args.rounds} rounds x {args.steps} steps"
     )
     base = statistics.median(rates["none"])

@@ -185,7 +185,12 @@ def test_rank_info(env: dict[str, str], expected: RankInfo) -> None:
 
 @pytest.mark.parametrize(
     "env",
-    [{"RANK": "-1"}, {"RANK": "one"}, {"RANK": "2", "WORLD_SIZE": "2"}, {"RANK": "0", "WORLD_SIZE": "x"}],
+    [
+        {"RANK": "-1"},
+        {"RANK": "one"},
+        {"RANK": "2", "WORLD_SIZE": "2"},
+        {"RANK": "0", "WORLD_SIZE": "x"},
+    ],
 )
 def test_malformed_rank_is_an_error(env: dict[str, str]) -> None:
     with pytest.raises(JobContextError):

@@ -169,9 +169,7 @@ def test_every_epoch_end_arrives_in_order_and_steps_are_coalesced(make_reporter:
         for _ in range(50):
             step += 1
             reporter.report(step=step, epoch=epoch, train={"loss": 1 / step}, ended=None)
-        reporter.report(
-            step=step, validation={"accuracy": epoch / 20}, ended=epoch, epoch_end=True
-        )
+        reporter.report(step=step, validation={"accuracy": epoch / 20}, ended=epoch, epoch_end=True)
     reporter.report(step=step + 1, ended=None)
     assert reporter.flush(10)
     docs = sink.documents

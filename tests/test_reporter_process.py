@@ -45,7 +45,9 @@ def start(code: str, env: dict[str, str], cwd: Path | None = None) -> subprocess
     )
 
 
-def run(code: str, env: dict[str, str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    code: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     proc = start(code, env, cwd)
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
