@@ -469,19 +469,20 @@ def test_sigterm_mid_training_stops_the_job_and_flushes_statistics(
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, out + err
-    assert "SIGTERM: passing it to the handler" in out
-    assert _gone(handler_pid)
-    assert _gone(grandchild_pid)
+    log = out + err
+    assert proc.returncode == 143, log
+    assert "SIGTERM: passing it to the handler" in out, log
+    assert _gone(handler_pid), log
+    assert _gone(grandchild_pid), log
     emu = reopen()
     job = emu.client().get_training_job(emu.organization_id, "project", job_id)
-    assert job["status"] == "Stopped"
-    assert "SIGTERM" in (job["status_message"] or "")
+    assert job["status"] == "Stopped", (job, log)
+    assert "SIGTERM" in (job["status_message"] or ""), (job, log)
     # Steps 2..50 were still waiting in the throttled reporter: the flush on
     # SIGTERM delivered the last one.
-    assert job["statistics"]["step"] == 50
+    assert job["statistics"]["step"] == 50, (job, log)
     assert job["statistics"]["stages"]["train"] == {"loss": 1.0 / 50}
-    assert "no model uploaded: the job is Stopped" in out
+    assert "no model uploaded: the job is Stopped" in out, log
 
 
 def test_sigint_is_forwarded_as_ctrl_c(
