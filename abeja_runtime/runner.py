@@ -1049,6 +1049,11 @@ class _Run:
             watcher.start()
             try:
                 reason, reason_signal = self._supervise(proc, watcher)
+            except BaseException:
+                if proc.poll() is None:  # never leave a handler running behind us
+                    kill_process_tree(proc.pid)
+                    proc.wait()
+                raise
             finally:
                 watcher.done.set()
                 for pump in pumps:
@@ -1058,6 +1063,8 @@ class _Run:
             outcome = _read_outcome(outcome_path)
         self.console.close()
         returncode = proc.returncode
+        if reason is None and watcher.stopped.is_set():
+            reason = "api"  # stopped through the API just as the handler ended
         final_status, message = self._decide(reason, returncode, outcome)
         if final_status == "Stopped":
             if reason != "api":
