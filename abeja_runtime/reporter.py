@@ -146,7 +146,7 @@ logger = logging.getLogger(__name__)
 #: values the hot path accepts without a closer look (checked by exact type)
 _PLAIN_TYPES = frozenset({float, int, str, bool, type(None)})
 #: keyword names with a meaning of their own, handled by the full check
-_RESERVED = frozenset({"stages", "progress_percentage", "statistics"})
+_RESERVED = frozenset({"stages", "progress_percentage"})
 
 
 class Snapshot(NamedTuple):
@@ -515,7 +515,6 @@ class StatisticsReporter:
     def report(
         self,
         statistics: Statistics | Mapping[str, Any] | None = None,
-        /,
         *,
         epoch: int | None = None,
         num_epochs: int | None = None,
@@ -530,7 +529,7 @@ class StatisticsReporter:
         [0, 1]); every dict keyword is a stage whose metrics are merged into that stage
         (``train={"loss": loss}``, ``validation={...}``, any name); every other keyword
         is a top-level value. ``None`` as a stage metric or top-level value removes
-        that key. A :class:`Statistics` or a full document dict given positionally
+        that key. A :class:`Statistics` or a full document dict given as ``statistics``
         replaces the document (keywords then apply on top).
 
         Values may be numbers, strings, bools, numpy/torch scalars and 0-d tensors
@@ -613,7 +612,7 @@ class StatisticsReporter:
                     updates[key] = check_value(value, f"stages.{key}")
                 elif isinstance(value, Statistics):
                     raise StatisticsError(
-                        f"{key}: pass a Statistics positionally: report(statistics)"
+                        f"{key}: a Statistics is a whole document: report(statistics)"
                     )
                 else:
                     updates[key] = check_value(value, key)
@@ -702,7 +701,7 @@ class StatisticsReporter:
         is re-entrant, so a flush from a SIGTERM handler that interrupted ``report()``
         still gets the latest state). ``wait`` bounds the wait for the lock. With
         ``to_slot`` the copy is put in the slot for the sender *before* the copy is
-        marked as taken, so that the sender never counts it as settled in between.
+        marked as taken, so that the sender never sees it as neither copyable nor queued.
         """
         if self._step_seq <= self._taken_seq:
             return None
@@ -735,7 +734,7 @@ class StatisticsReporter:
         if isinstance(statistics, Mapping):
             return check_document(statistics)
         raise StatisticsError(
-            "report() takes a Statistics or a statistics dict positionally, got "
+            "report() takes a Statistics or a statistics dict as its first argument, got "
             f"{type(statistics).__name__}; pass values as keywords (train={{'loss': ...}})"
         )
 
@@ -884,26 +883,31 @@ class StatisticsReporter:
                         step_cur = None  # coalesced: a newer document will reach the server
                 current = epoch_cur if epoch_cur is not None else step_cur
                 self._inflight = (epoch_cur, step_cur)
-                self._update_settled()
                 if current is None:
-                    if self._stop:
-                        return
-                    self._idle = True
-                    if not (
-                        self._epoch_queue
-                        or self._slot
-                        or self._step_seq > self._taken_seq
-                        or self._stop
-                    ):
-                        self._wakeup.wait(_IDLE_WAIT)
-                    self._idle = False
+                    # nothing in hand: everything published before these checks is
+                    # settled, unless something arrived meanwhile (then loop again)
+                    published = self._published_seq
+                    if not (self._epoch_queue or self._slot or self._step_seq > self._taken_seq):
+                        if published > self._settled_seq:
+                            self._settled_seq = published
+                        if self._stop:
+                            return
+                        self._idle = True
+                        if not (
+                            self._epoch_queue
+                            or self._slot
+                            or self._step_seq > self._taken_seq
+                            or self._stop
+                        ):
+                            self._wakeup.wait(_IDLE_WAIT)
+                        self._idle = False
                     continue
 
                 # 2. wait for its time: backoff always; min_interval for step snapshots
-                # unless a flush asked for them
+                # unless a flush is waiting (the copy in hand covers what it waits for)
                 now = time.monotonic()
                 due = retry_at
-                if not current.epoch_end and self._flush_target < current.seq:
+                if not current.epoch_end and self._flush_target <= self._settled_seq:
                     due = max(due, last_post + self.min_interval)
                 if now < due:
                     if self._stop:
@@ -927,6 +931,10 @@ class StatisticsReporter:
                         self._failed += 1
                         self._failed_steps += not current.epoch_end
                         self._recent_failures.append(current.seq)
+                    # posted in seq order, and each document holds every earlier report:
+                    # everything up to this one is settled now
+                    if current.seq > self._settled_seq:
+                        self._settled_seq = current.seq
                     self._acknowledge(current)
                     attempts = 0
                     retry_at = 0.0
@@ -947,6 +955,7 @@ class StatisticsReporter:
                         self._failed += 1
                         self._failed_steps += not lost.epoch_end
                         self._recent_failures.append(lost.seq)
+                        self._settled_seq = max(self._settled_seq, lost.seq)
                 epoch_cur = step_cur = None
                 self._inflight = (None, None)
                 time.sleep(0.1)
@@ -956,27 +965,6 @@ class StatisticsReporter:
             return self._slot.popleft()
         except IndexError:
             return None
-
-    def _update_settled(self) -> None:
-        """Advance ``_settled_seq``: every snapshot up to it is sent, refused or superseded.
-
-        The reads are ordered against the writers (which publish before they bump the
-        counters read first here), so a snapshot in hand-over is never missed.
-        """
-        published = self._published_seq  # anything <= it is queued, taken or copyable
-        taken = self._taken_seq  # flush() puts its copy in the slot before setting this
-        lowest = published + 1
-        if self._step_seq > taken:  # a step report after the last copy: its seq > taken
-            lowest = min(lowest, taken + 1)
-        for snapshot in self._inflight:
-            if snapshot is not None:
-                lowest = min(lowest, snapshot.seq)
-        with contextlib.suppress(IndexError):
-            lowest = min(lowest, self._epoch_queue[0].seq)
-        with contextlib.suppress(IndexError):
-            lowest = min(lowest, self._slot[0].seq)
-        if lowest - 1 > self._settled_seq:
-            self._settled_seq = lowest - 1
 
     def _post(self, snapshot: Snapshot, failures: int) -> float | None:
         """Send one snapshot: None when delivered, -1 when refused for good, else a delay.
@@ -1230,7 +1218,6 @@ def set_reporter(reporter: StatisticsReporter | None) -> StatisticsReporter | No
 
 def report(
     statistics: Statistics | Mapping[str, Any] | None = None,
-    /,
     *,
     epoch: int | None = None,
     num_epochs: int | None = None,

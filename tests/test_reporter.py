@@ -121,6 +121,8 @@ def test_statistics_or_document_replaces(make_reporter: Any) -> None:
     reporter.report(stages={"test": {"accuracy": 1}}, progress_percentage=0.5)
     assert reporter.last_document["stages"] == {"train": {"loss": 0.5}, "test": {"accuracy": 1}}
     assert reporter.last_document["progress_percentage"] == 0.5
+    reporter.report(statistics=Statistics(epoch=4))  # the keyword spelling
+    assert reporter.last_document == {"epoch": 4}
 
 
 def test_later_mutation_by_the_caller_does_not_change_what_was_reported(
@@ -142,8 +144,8 @@ def test_bad_input_raises_at_the_call_site_and_changes_nothing(make_reporter: An
         reporter.report(progress=42)
     with pytest.raises(StatisticsError, match="epoch"):
         reporter.report(epoch=-1)
-    with pytest.raises(StatisticsError, match="positionally"):
-        reporter.report(statistics=Statistics(epoch=1))
+    with pytest.raises(StatisticsError, match="whole document"):
+        reporter.report(train=Statistics(epoch=1))  # type: ignore[arg-type]
     with pytest.raises(StatisticsError):
         reporter.report([1, 2])  # type: ignore[arg-type]
     assert reporter.last_document == {"epoch": 1}
@@ -232,6 +234,35 @@ def test_flush_sends_the_throttled_snapshot_at_once(make_reporter: Any) -> None:
     assert reporter.flush(10)
     assert sink.documents[-1] == {"epoch": 2}
     assert reporter.flush(10)  # nothing new: immediately true
+
+
+def test_flush_while_another_thread_keeps_reporting(make_reporter: Any) -> None:
+    sink = TimedSink()
+    reporter = make_reporter(sink=sink, min_interval=3600)
+    reporter.report(i=0)
+    assert reporter.flush(10)
+    stop = threading.Event()
+    reported = [0]
+
+    def loop() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            reporter.report(i=i)
+            reported[0] = i
+
+    thread = threading.Thread(target=loop)
+    thread.start()
+    try:
+        for _ in range(5):
+            time.sleep(0.05)
+            floor = reported[0]  # reported before this flush: must be on the "server"
+            assert reporter.flush(10)
+            assert sink.documents[-1]["i"] >= floor
+    finally:
+        stop.set()
+        thread.join()
+    assert len(sink.documents) <= 6  # the flushes posted, the 3600 s throttle did not
 
 
 def test_flush_without_sender_or_reports(make_reporter: Any) -> None:
