@@ -265,6 +265,22 @@ def test_flush_while_another_thread_keeps_reporting(make_reporter: Any) -> None:
     assert len(sink.documents) <= 6  # the flushes posted, the 3600 s throttle did not
 
 
+def test_flush_works_while_this_thread_holds_the_report_lock(make_reporter: Any) -> None:
+    # what a SIGTERM handler sees when it interrupted report() on the main thread: the
+    # sender cannot take the lock, so flush() copies the document itself (re-entrantly)
+    sink = TimedSink()
+    reporter = make_reporter(sink=sink, min_interval=3600)
+    reporter.report(i=1)
+    assert reporter.flush(10)
+    reporter.report(i=2)
+    reporter._lock.acquire()
+    try:
+        assert reporter.flush(10)
+    finally:
+        reporter._lock.release()
+    assert sink.documents[-1] == {"i": 2}
+
+
 def test_flush_without_sender_or_reports(make_reporter: Any) -> None:
     reporter = make_reporter()
     assert reporter.flush(0)

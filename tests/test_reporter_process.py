@@ -214,3 +214,75 @@ def test_broken_job_environment_is_explained_and_does_not_fail(tmp_path: Path) -
     assert "TRAINING_JOB_ID" in result.stderr and "PLATFORM_AUTH_TOKEN" in result.stderr
     assert "abeja-runtime run" in result.stderr
     assert (tmp_path / "statistics.jsonl").exists()
+
+
+def test_dataloader_workers_post_nothing(server: StatisticsServer, tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    (tmp_path / "reporting_data.py").write_text(
+        textwrap.dedent(
+            """
+            import abeja_runtime, torch
+            from torch.utils.data import Dataset
+
+            class Reporting(Dataset):
+                def __len__(self):
+                    return 4
+
+                def __getitem__(self, index):
+                    abeja_runtime.report(who="worker", epoch_end=True)
+                    return torch.tensor(float(abeja_runtime.get_reporter().enabled))
+            """
+        )
+    )
+    (tmp_path / "main.py").write_text(
+        textwrap.dedent(
+            """
+            import abeja_runtime
+            from torch.utils.data import DataLoader
+            from reporting_data import Reporting
+
+            def enabled_in_workers(context):
+                loader = DataLoader(Reporting(), num_workers=1, multiprocessing_context=context)
+                return [int(batch.item()) for batch in loader]
+
+            if __name__ == "__main__":
+                # spawn: a fresh interpreter; the default reporter is made in the worker
+                spawned = enabled_in_workers("spawn")
+                abeja_runtime.report(who="main")
+                assert abeja_runtime.flush(20)
+                # fork: the main process's reporter exists and is inherited
+                forked = enabled_in_workers("fork")
+                abeja_runtime.report(who="main-final", epoch_end=True)
+                assert abeja_runtime.flush(20)
+                print(spawned, forked)
+            """
+        )
+    )
+    proc = subprocess.run(
+        [sys.executable, "main.py"],
+        env=job_env(server),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[0, 0, 0, 0] [0, 0, 0, 0]"
+    who = [doc["who"] for doc in server.documents]
+    assert "worker" not in who
+    assert who[-1] == "main-final"
+
+
+def test_default_reporter_adds_system_metrics_when_asked(tmp_path: Path) -> None:
+    code = """
+        import abeja_runtime
+        abeja_runtime.report(epoch=1)
+        assert abeja_runtime.flush(10)
+    """
+    path = tmp_path / "stats.jsonl"
+    env = clean_env(ABEJA_RUNTIME_SYSTEM_METRICS="1", ABEJA_RUNTIME_STATISTICS_FILE=str(path))
+    result = run(code, env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(path.read_text().splitlines()[-1])["statistics"]
+    assert document["epoch"] == 1
+    assert document["system"]["memory_rss_bytes"] > 0
