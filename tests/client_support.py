@@ -7,9 +7,12 @@ form (the path exactly as sent, the multipart parts in order).
 
 from __future__ import annotations
 
+import json
 import re
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pytest_httpserver import HTTPServer
@@ -98,3 +101,48 @@ def parse_multipart(body: bytes, content_type: str) -> list[Part]:
             )
         )
     return parts
+
+
+class _KeepAliveHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, unlike werkzeug's dev server
+    disable_nagle_algorithm = True
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)
+        server: KeepAliveServer = self.server  # type: ignore[assignment]
+        with server.lock:
+            server.ports.append(self.client_address[1])
+        body = json.dumps({"path": self.path, "port": self.client_address[1]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class KeepAliveServer(ThreadingHTTPServer):
+    """A threaded HTTP/1.1 server on 127.0.0.1 that records each request's client port."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _KeepAliveHandler)
+        self.lock = threading.Lock()
+        self.ports: list[int] = []
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def close(self) -> None:
+        self.shutdown()
+        self.server_close()
