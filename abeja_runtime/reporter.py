@@ -554,43 +554,101 @@ class StatisticsReporter:
             return
         if self._thread is None and not self._start():
             return
-        # Fast path: plain Python values only, checked by exact type (tens of ns);
-        # anything else (numpy, tensors, lists, a Statistics, reserved names, values out
-        # of range) goes through the full check in _report_checked.
-        plain = _PLAIN_TYPES
-        if (
+        # Call-site check. Fast path: plain Python values only, checked by exact type
+        # (tens of ns). Anything else (numpy, tensors, lists, a Statistics, reserved
+        # names, values out of range) goes through the full check.
+        base: dict[str, Any] | None = None
+        fast = (
             statistics is None
             and (epoch is None or (type(epoch) is int and epoch >= 0))
             and (num_epochs is None or (type(num_epochs) is int and num_epochs >= 0))
             and (progress is None or (type(progress) is float and 0.0 <= progress <= 1.0))
-        ):
+        )
+        removes = False  # a None metric (removes that metric) among the stages
+        if fast:
+            plain = _PLAIN_TYPES
             for key, value in values.items():
                 kind = type(value)
                 if kind is dict:
                     for metric, item in value.items():
                         if type(item) not in plain or type(metric) is not str:
+                            fast = False
                             break
-                    else:
-                        if key not in _RESERVED:
-                            continue
+                        if item is None:
+                            removes = True
+                elif kind not in plain:
+                    fast = False
+                if not fast or key in _RESERVED:
+                    fast = False
                     break
-                if kind not in plain or key in _RESERVED:
-                    break
-            else:
-                self._publish(None, epoch, num_epochs, progress, values, epoch_end)
+        if not fast:
+            checked = self._check(statistics, epoch, num_epochs, progress, values)
+            if checked is None:
                 return
-        self._report_checked(statistics, epoch, num_epochs, progress, values, epoch_end)
+            base, epoch, num_epochs, progress, values = checked
+            removes = True  # not worth finding out off the fast path
 
-    def _report_checked(
+        # Merge into the current document, in place. Nothing is copied here: the sender
+        # copies the document (under the same lock, for about a microsecond) only when
+        # it is about to post. Epoch-end snapshots are copied at once, because each must
+        # be posted as it was. A dict value is a stage; None removes a key.
+        lock = self._lock
+        lock.acquire()  # explicit acquire/release: half the cost of ``with`` in CPython
+        try:
+            if base is not None:
+                self._doc = base
+            doc = self._doc
+            if epoch is not None:
+                doc["epoch"] = epoch
+            if num_epochs is not None:
+                doc["num_epochs"] = num_epochs
+            if progress is not None:
+                doc["progress_percentage"] = progress
+            stages: dict[str, Any] | None = None
+            for key, value in values.items():
+                if type(value) is dict:
+                    if stages is None:
+                        stages = doc.get("stages")
+                        if stages is None:
+                            stages = doc["stages"] = {}
+                    stage = stages.get(key)
+                    if stage is None:
+                        stage = stages[key] = {}
+                    if removes:
+                        for metric, item in value.items():
+                            if item is None:
+                                stage.pop(metric, None)
+                            else:
+                                stage[metric] = item
+                    else:
+                        stage.update(value)
+                elif value is None:
+                    doc.pop(key, None)
+                else:
+                    doc[key] = value
+            seq = self._seq = self._seq + 1
+            if epoch_end:
+                self._enqueue_epoch_end(seq, doc)
+            else:
+                self._step_seq = seq
+            self._published_seq = seq
+        finally:
+            lock.release()
+        if epoch_end or self._idle:
+            self._wakeup.set()
+
+    def _check(
         self,
         statistics: Statistics | Mapping[str, Any] | None,
         epoch: Any,
         num_epochs: Any,
         progress: Any,
         values: dict[str, Any],
-        epoch_end: bool,
-    ) -> None:
-        """The full call-site check (types, ranges, shapes), then :meth:`_publish`."""
+    ) -> tuple[dict[str, Any] | None, int | None, int | None, float | None, dict[str, Any]] | None:
+        """The full call-site check (types, ranges, shapes): what to merge, normalised.
+
+        Returns None for a refused report when not ``strict`` (logged once).
+        """
         try:
             base = None if statistics is None else self._document_of(statistics)
             epoch = check_epoch(epoch, "epoch")
@@ -620,79 +678,21 @@ class StatisticsReporter:
             if self.strict:
                 raise
             _warn_once(self._warned, str(exc), "ignored a report: %s", exc)
-            return
-        self._publish(base, epoch, num_epochs, progress, updates, epoch_end)
+            return None
+        return base, epoch, num_epochs, progress, updates
 
-    def _publish(
-        self,
-        base: dict[str, Any] | None,
-        epoch: int | None,
-        num_epochs: int | None,
-        progress: float | None,
-        values: dict[str, Any],
-        epoch_end: bool,
-    ) -> None:
-        """Merge checked values into the current document, in place, under the lock.
-
-        Nothing is copied here: the sender copies the document (under the same lock,
-        for about a microsecond) only when it is about to post, so a report costs a few
-        dict stores however often it is called. Epoch-end snapshots are the exception:
-        they are copied now, because each must be posted as it was. A dict value is a
-        stage; ``None`` removes a key.
-        """
-        lock = self._lock
-        lock.acquire()  # explicit acquire/release: half the cost of ``with`` in CPython
-        try:
-            if base is not None:
-                self._doc = base
-            doc = self._doc
-            if epoch is not None:
-                doc["epoch"] = epoch
-            if num_epochs is not None:
-                doc["num_epochs"] = num_epochs
-            if progress is not None:
-                doc["progress_percentage"] = progress
-            stages: dict[str, Any] | None = None
-            for key, value in values.items():
-                if type(value) is dict:
-                    if stages is None:
-                        stages = doc.get("stages")
-                        if stages is None:
-                            stages = doc["stages"] = {}
-                    stage = stages.get(key)
-                    if stage is None:
-                        stage = stages[key] = {}
-                    if None in value.values():
-                        for metric, item in value.items():
-                            if item is None:
-                                stage.pop(metric, None)
-                            else:
-                                stage[metric] = item
-                    else:
-                        stage.update(value)
-                elif value is None:
-                    doc.pop(key, None)
-                else:
-                    doc[key] = value
-            seq = self._seq = self._seq + 1
-            if epoch_end:
-                snapshot = Snapshot(seq, _freeze_tensors(doc), True, time.time())
-                self._epoch_ends += 1
-                if len(self._epoch_queue) >= self.max_pending_epoch_ends:
-                    # the deque drops its oldest on append: count it (never silently)
-                    self._dropped += 1
-                    with contextlib.suppress(IndexError):  # the sender may take it first
-                        self._recent_failures.append(self._epoch_queue[0].seq)
-                if self._journal is not None:
-                    self._record(snapshot)
-                self._epoch_queue.append(snapshot)
-            else:
-                self._step_seq = seq
-            self._published_seq = seq
-        finally:
-            lock.release()
-        if epoch_end or self._idle:
-            self._wakeup.set()
+    def _enqueue_epoch_end(self, seq: int, doc: dict[str, Any]) -> None:
+        """Queue a must-deliver copy of ``doc`` (called with the lock held)."""
+        snapshot = Snapshot(seq, _freeze_tensors(doc), True, time.time())
+        self._epoch_ends += 1
+        if len(self._epoch_queue) >= self.max_pending_epoch_ends:
+            # the deque drops its oldest on append: count it (never silently)
+            self._dropped += 1
+            with contextlib.suppress(IndexError):  # the sender may take it first
+                self._recent_failures.append(self._epoch_queue[0].seq)
+        if self._journal is not None:
+            self._record(snapshot)
+        self._epoch_queue.append(snapshot)
 
     def _take_step(self, wait: float, *, to_slot: bool = False) -> Snapshot | None:
         """A copy of the current document when a step report came after the last copy.

@@ -97,18 +97,25 @@ def percentiles(samples: list[int]) -> dict[str, float]:
     return {"p50": at(0.50), "p99": at(0.99), "p99.9": at(0.999), "max": ordered[-1] / 1000.0}
 
 
+#: every PAUSE_EVERY calls the loop sleeps PAUSE seconds, outside the timed region: the
+#: GIL-free part of a real training step (kernel launches, data loading), without which
+#: a background thread (ours, or wandb's) would only run on forced GIL switches
+PAUSE_EVERY = 1000
+PAUSE = 0.001
+
+
 def time_calls(call: Callable[[int], None], calls: int, warmup: int) -> dict[str, float]:
     for i in range(warmup):
         call(i)
     samples = [0] * calls
     clock = time.perf_counter_ns
-    gc_was = gc.isenabled()
+    sleep = time.sleep
     for i in range(calls):
+        if i % PAUSE_EVERY == 0:
+            sleep(PAUSE)
         before = clock()
         call(i)
         samples[i] = clock() - before
-    if gc_was:
-        gc.enable()
     return percentiles(samples)
 
 
@@ -224,6 +231,7 @@ def bench_memory(reports: int) -> tuple[float, float, float, dict[str, int]]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global PAUSE_EVERY, PAUSE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200_000, help="timed report() calls")
     parser.add_argument("--wandb-calls", type=int, default=20_000, help="timed wandb.log calls")
@@ -231,10 +239,18 @@ def main(argv: list[str] | None = None) -> int:
         "--interval", type=float, default=0.01, help="reporter min_interval (s) during timing"
     )
     parser.add_argument("--memory-reports", type=int, default=1_000_000)
+    parser.add_argument(
+        "--pause-every", type=int, default=PAUSE_EVERY, help="calls between GIL-free pauses"
+    )
+    parser.add_argument("--pause", type=float, default=PAUSE, help="pause length (s)")
     args = parser.parse_args(argv)
+    PAUSE_EVERY, PAUSE = max(1, args.pause_every), args.pause
 
     print(f"python {sys.version.split()[0]}, {psutil.cpu_count()} CPUs")
-    print(f"report() with a live sender posting every {args.interval} s to 127.0.0.1:")
+    print(
+        f"report() with a live sender posting every {args.interval} s to 127.0.0.1 "
+        f"(a {PAUSE * 1000:g} ms GIL-free pause every {PAUSE_EVERY} calls, untimed):"
+    )
     method, module, posts = bench_reporter(args.calls, args.interval)
     show("StatisticsReporter.report()", method)
     show("abeja_runtime.report()", module)
