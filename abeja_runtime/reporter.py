@@ -86,7 +86,13 @@ from .errors import APIConnectionError, ConfigurationError, HttpError, Statistic
 from .job import ENV_RESULT_DIR, JobContext, rank_info
 from .jsonsafe import is_tensor_like, to_json_safe
 from .retry import RetryPolicy
-from .sinks import DEFAULT_STATISTICS_FILE_NAME, APISink, JSONLinesSink, StatisticsSink
+from .sinks import (
+    DEFAULT_STATISTICS_FILE_NAME,
+    APISink,
+    JSONLinesSink,
+    MemorySink,
+    StatisticsSink,
+)
 from .statistics import Statistics, check_document, check_epoch, check_progress, check_value
 from .sysmetrics import SYSTEM_METRICS_KEY, SystemMetrics
 
@@ -674,16 +680,24 @@ class StatisticsReporter:
                     )
                 else:
                     updates[key] = check_value(value, key)
-        except StatisticsError as exc:
+        except Exception as exc:
+            error = exc
+            if not isinstance(exc, StatisticsError):  # an odd object failed its own check
+                error = StatisticsError(f"cannot check a reported value: {exc!r}")
             if self.strict:
-                raise
-            _warn_once(self._warned, str(exc), "ignored a report: %s", exc)
+                raise error  # noqa: B904 - the original stays attached as __context__
+            _warn_once(self._warned, str(error), "ignored a report: %s", error)
             return None
         return base, epoch, num_epochs, progress, updates
 
     def _enqueue_epoch_end(self, seq: int, doc: dict[str, Any]) -> None:
         """Queue a must-deliver copy of ``doc`` (called with the lock held)."""
-        snapshot = Snapshot(seq, _freeze_tensors(doc), True, time.time())
+        try:
+            frozen = _freeze_tensors(doc)
+        except Exception as exc:  # a device error must not reach the training loop
+            _warn_once(self._warned, "freeze", "could not copy tensors of an epoch end: %s", exc)
+            frozen = _copy_document(doc)
+        snapshot = Snapshot(seq, frozen, True, time.time())
         self._epoch_ends += 1
         if len(self._epoch_queue) >= self.max_pending_epoch_ends:
             # the deque drops its oldest on append: count it (never silently)
@@ -1168,24 +1182,38 @@ def _torch_dataloader_worker() -> bool:
         return False
 
 
-def _create_default() -> StatisticsReporter:
-    settings: dict[str, Any] = {}
-    try:
-        settings["system_metrics"] = _env_flag(ENV_SYSTEM_METRICS)
-        reporter = StatisticsReporter(**settings)
-    except ConfigurationError as exc:
-        logger.warning("%s; using the default reporter settings", exc)
-        reporter = StatisticsReporter(
-            min_interval=DEFAULT_MIN_INTERVAL,
-            exit_timeout=DEFAULT_EXIT_TIMEOUT,
-            sigterm_timeout=DEFAULT_SIGTERM_TIMEOUT,
-            request_timeout=DEFAULT_REQUEST_TIMEOUT,
-        )
-    if _IN_FORKED_CHILD:
-        reporter._disable("forked child process: the parent process posts statistics")
-    elif _torch_dataloader_worker():
-        reporter._disable("DataLoader worker process: the training process posts statistics")
+_DEFAULT_SETTINGS: dict[str, Any] = {
+    "min_interval": DEFAULT_MIN_INTERVAL,
+    "exit_timeout": DEFAULT_EXIT_TIMEOUT,
+    "sigterm_timeout": DEFAULT_SIGTERM_TIMEOUT,
+    "request_timeout": DEFAULT_REQUEST_TIMEOUT,
+}
+
+
+def _disabled_reporter(reason: str) -> StatisticsReporter:
+    """A reporter that ignores reports, made without side effects (no file, no handler)."""
+    reporter = StatisticsReporter(
+        sink=MemorySink(), handle_sigterm=False, flush_at_exit=False, **_DEFAULT_SETTINGS
+    )
+    reporter._disable(reason)
     return reporter
+
+
+def _create_default() -> StatisticsReporter:
+    """The default reporter; never raises (it is made inside the training loop)."""
+    if _IN_FORKED_CHILD:
+        return _disabled_reporter("forked child process: the parent process posts statistics")
+    if _torch_dataloader_worker():
+        return _disabled_reporter("DataLoader worker: the training process posts statistics")
+    try:
+        try:
+            return StatisticsReporter(system_metrics=_env_flag(ENV_SYSTEM_METRICS))
+        except ConfigurationError as exc:
+            logger.warning("%s; using the default reporter settings", exc)
+            return StatisticsReporter(**_DEFAULT_SETTINGS)
+    except Exception as exc:  # pragma: no cover - a bug must not reach the training loop
+        logger.exception("cannot create the statistics reporter; statistics are not sent")
+        return _disabled_reporter(f"could not be created: {exc}")
 
 
 def get_reporter() -> StatisticsReporter:

@@ -542,3 +542,20 @@ def test_counters_are_a_plain_dict(make_reporter: Any) -> None:
         "pending",
     }
     assert "enabled" in repr(reporter)
+
+
+def test_a_value_whose_own_check_fails_is_a_statistics_error(make_reporter: Any) -> None:
+    class Hostile:
+        def item(self) -> float:
+            return 1.0
+
+        @property
+        def shape(self) -> tuple[int, ...]:
+            raise RuntimeError("no shape for you")
+
+    reporter = make_reporter(min_interval=0)
+    with pytest.raises(StatisticsError, match="no shape for you"):
+        reporter.report(train={"loss": Hostile()})
+    quiet = make_reporter(min_interval=0, strict=False)
+    quiet.report(train={"loss": Hostile()})  # ignored, never raised
+    assert quiet.counters["reported"] == 0
