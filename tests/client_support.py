@@ -109,11 +109,16 @@ class _KeepAliveHandler(BaseHTTPRequestHandler):
 
     def _answer(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(length)
+        received = 0
+        while received < length:  # read and drop in small pieces: no big buffers here
+            chunk = self.rfile.read(min(65536, length - received))
+            if not chunk:
+                break
+            received += len(chunk)
         server: KeepAliveServer = self.server  # type: ignore[assignment]
         with server.lock:
             server.ports.append(self.client_address[1])
+            server.received.append(received)
         body = json.dumps({"path": self.path, "port": self.client_address[1]}).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -136,6 +141,7 @@ class KeepAliveServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _KeepAliveHandler)
         self.lock = threading.Lock()
         self.ports: list[int] = []
+        self.received: list[int] = []
         self._thread = threading.Thread(target=self.serve_forever, daemon=True)
         self._thread.start()
 
