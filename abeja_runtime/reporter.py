@@ -1090,7 +1090,11 @@ class StatisticsReporter:
             logger.debug("not on the main thread: no SIGTERM flush for this reporter")
             return
         try:
-            self._prev_sigterm = signal.getsignal(signal.SIGTERM)
+            previous = signal.getsignal(signal.SIGTERM)
+            if previous is None:  # installed from C: it could not be chained, keep it
+                logger.debug("SIGTERM has a handler installed from C: no SIGTERM flush")
+                return
+            self._prev_sigterm = previous
             signal.signal(signal.SIGTERM, self._on_sigterm)
         except (ValueError, OSError) as exc:  # embedded interpreters, odd platforms
             logger.debug("cannot install a SIGTERM handler: %s", exc)
@@ -1108,12 +1112,13 @@ class StatisticsReporter:
         self._sigterm_installed = False
 
     def _on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        """Flush (bounded), then do what SIGTERM did before this reporter was made."""
         if not self._in_sigterm and not self._off:
             self._in_sigterm = True
             try:
                 if not self.flush(self.sigterm_timeout):
                     logger.warning(
-                        "SIGTERM: statistics not fully delivered within %.0f s",
+                        "SIGTERM: statistics not fully delivered within %g s",
                         self.sigterm_timeout,
                     )
             finally:
@@ -1159,7 +1164,7 @@ def _flush_at_exit() -> None:
             try:
                 if not reporter.close(reporter.exit_timeout):
                     logger.warning(
-                        "at exit: statistics not fully delivered within %.0f s (%s)",
+                        "at exit: statistics not fully delivered within %g s (%s)",
                         reporter.exit_timeout,
                         reporter.counters,
                     )
