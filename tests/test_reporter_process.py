@@ -80,6 +80,24 @@ def test_exit_flush_delivers_the_last_snapshot(server: StatisticsServer) -> None
     assert len(server.documents) == 2
 
 
+def test_exit_flush_is_bounded_when_the_server_is_down(server: StatisticsServer) -> None:
+    code = FIRST_THEN_FINAL + "\n    print('ready', flush=True)\n    input()\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=job_env(server, ABEJA_RUNTIME_EXIT_TIMEOUT="0.5"),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdout.readline().strip() == "ready"
+    server.stop()
+    _, err = proc.communicate("\n", timeout=60)  # exits instead of retrying forever
+    assert proc.returncode == 0, err
+    assert "at exit: statistics not fully delivered within 0.5 s" in err
+
+
 def test_sigterm_flushes_then_dies_of_sigterm(server: StatisticsServer) -> None:
     code = FIRST_THEN_FINAL + "\n    print('ready', flush=True)\n    import time; time.sleep(120)\n"
     proc = start(code, job_env(server))
