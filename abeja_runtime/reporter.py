@@ -8,7 +8,22 @@ copies the document (under the same lock, for about a microsecond), converts the
 posts, retries and throttles. The training thread never encodes JSON, never does I/O
 and never waits on the network; the lock it takes is never held across I/O.
 
-Delivery rules:Delivery rules:
+Example::
+
+    import abeja_runtime
+
+    for epoch in range(num_epochs):
+        for step, batch in enumerate(loader):
+            loss = train_step(batch)  # a CUDA tensor is fine: it is read later
+            abeja_runtime.report(
+                epoch=epoch,
+                num_epochs=num_epochs,
+                progress=(epoch * len(loader) + step + 1) / (num_epochs * len(loader)),
+                train={"loss": loss},
+            )
+        abeja_runtime.report(validation={"loss": val_loss, "accuracy": val_acc}, epoch_end=True)
+
+Delivery rules:
 
 * **Step-level** snapshots (the default) are throttled to one post per
   ``min_interval``; a newer one replaces an older one that is still waiting (latest
