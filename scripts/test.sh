@@ -9,7 +9,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check -U pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[test,frameworks]" 2>&1 | grep -v "^WARNING: Location" || true
 echo "== ruff"
 .venv/bin/ruff check abeja_runtime tests benchmarks examples
 echo "== mypy"
