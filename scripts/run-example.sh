@@ -12,8 +12,6 @@
 # Environment:
 #   PYTHON                     interpreter that makes .venv (default python3)
 #   ABEJA_RUNTIME_EMULATOR_DIR where the emulator keeps its state (default per user)
-#   ABEJA_TORCH_INDEX_URL      where torch comes from when an example needs it and it is
-#                              not installed (default: PyTorch's CPU-only wheels on Linux)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -58,15 +56,8 @@ pip_install -e ".[emulator,progress]"
 
 REQS="$DIR/requirements.txt"
 if [ -f "$REQS" ]; then
-  # torch from PyPI drags in gigabytes of CUDA libraries on Linux; the examples are
-  # tiny CPU trainings, so unless torch is already there, take the CPU-only wheel.
-  if grep -qiE '^\s*torch\b' "$REQS" && ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-    if [ "$(uname -s)" = "Linux" ]; then
-      INDEX=${ABEJA_TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}
-      echo "run-example: installing torch (from $INDEX)"
-      pip_install torch --index-url "$INDEX"
-    fi
-  fi
+  # Already-installed packages that satisfy the pins (the CPU torch of the test
+  # machines, for instance) are kept as they are.
   echo "run-example: installing $REQS"
   pip_install -r "$REQS"
 fi
