@@ -615,3 +615,25 @@ def test_normalize_timeout() -> None:
     for bad in (0, -1, float("inf"), (1,), (1, 0), "3", True):
         with pytest.raises(ValueError):
             normalize_timeout(bad)  # type: ignore[arg-type]
+
+
+def test_proxy_environment_is_read_when_the_transport_is_made(
+    server: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the test server plays the proxy: requests for http://api.abeja.test go to it
+    server.expect_request(ANY).respond_with_json({"via": "proxy"})
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", base_url(server))
+    t = transport("http://api.abeja.test")
+    monkeypatch.delenv("HTTP_PROXY")  # later changes do not matter: read once
+    assert t.request("GET", "/x") == {"via": "proxy"}
+    [(request, _)] = server.log
+    assert request.environ["REQUEST_URI"] == "http://api.abeja.test/x"
+    # NO_PROXY is honoured: a direct connection (refused here), not the proxy
+    monkeypatch.setenv("HTTP_PROXY", base_url(server))
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    with pytest.raises(APIConnectionError) as info:
+        transport(f"http://127.0.0.1:{free_port()}", retries=0).request("GET", "/x")
+    assert info.value.sent is False
+    assert len(server.log) == 1
