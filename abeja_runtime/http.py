@@ -248,6 +248,16 @@ class HttpTransport:
                 text = text.replace(secret, _REDACTED)
         return text
 
+    def _redact_value(self, value: Any) -> Any:
+        """``value`` (a JSON value) with :meth:`redact` applied to every string in it."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {key: self._redact_value(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [self._redact_value(item) for item in value]
+        return value
+
     @property
     def auth_scheme(self) -> str:
         """``"bearer"``, ``"basic"`` or ``"none"`` (safe to show)."""
@@ -491,7 +501,7 @@ class HttpTransport:
                 self.redact(str(description))
                 if description is not None
                 else self.redact(content[: _SNIPPET * 4].decode("utf-8", "replace")),
-                error_detail=payload.get("error_detail"),
+                error_detail=self._redact_value(payload.get("error_detail")),
                 status_code=status,
                 url=url,
                 retry_after=retry_after,

@@ -583,7 +583,11 @@ def test_secrets_never_reach_messages_reprs_or_logs(
     caplog.set_level(logging.DEBUG)
     user = Credential.user("1234567890123", USER_TOKEN)
     header = user.authorization
-    echo = {"error": "unauthorized", "error_description": f"bad header {header} / {USER_TOKEN}"}
+    echo = {
+        "error": "unauthorized",
+        "error_description": f"bad header {header} / {USER_TOKEN}",
+        "error_detail": {"headers": [f"Authorization: {header}"], "token": USER_TOKEN},
+    }
     server.expect_request("/echo").respond_with_json(echo, status=401)
     server.expect_request("/html").respond_with_data(
         f"<p>{USER_TOKEN}</p>", status=500, content_type="text/html"
@@ -594,7 +598,12 @@ def test_secrets_never_reach_messages_reprs_or_logs(
     for path in ("/echo", "/html", "/ok"):
         with pytest.raises(HttpError) as info:
             t.request("GET", path)
-        texts += [str(info.value), repr(info.value), info.value.error_description]
+        texts += [
+            str(info.value),
+            repr(info.value),
+            info.value.error_description,
+            json.dumps(info.value.error_detail),
+        ]
     with pytest.raises(APIConnectionError) as conn:
         transport(f"http://127.0.0.1:{free_port()}", credential=user, retries=1).request(
             "GET", "/x"
