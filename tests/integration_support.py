@@ -7,10 +7,12 @@ emulator, then reads back what the emulator received.
 
 from __future__ import annotations
 
+import csv
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from abeja_runtime.emulator import Emulator
@@ -108,3 +110,25 @@ def assert_stage_matches(got: dict[str, Any], expected: dict[str, Any], where: s
     for key, value in expected.items():
         assert key in got, f"{where}: {key} missing from {got}"
         assert close(got[key], as_sent(value)), f"{where}.{key}: {got[key]!r} != {value!r}"
+
+
+def lightning_csv_history(metrics_csv: Path) -> dict[int, dict[str, dict[str, float]]]:
+    """Lightning's own per-epoch, epoch-level metrics (CSVLogger's metrics.csv) as stages.
+
+    Keys of the 1-based epoch; ``train_loss_epoch`` -> ``train.loss``, ``val_acc`` ->
+    ``validation.acc``, unprefixed names in ``train``; step-level columns are left out.
+    """
+    out: dict[int, dict[str, dict[str, float]]] = {}
+    with metrics_csv.open() as handle:
+        for row in csv.DictReader(handle):
+            epoch = int(row["epoch"])
+            for key, value in row.items():
+                if key in ("epoch", "step") or not value or key.endswith("_step"):
+                    continue
+                name = key.removesuffix("_epoch")
+                if name.startswith("val_"):
+                    stage, metric = "validation", name[len("val_") :]
+                else:
+                    stage, metric = "train", name.removeprefix("train_")
+                out.setdefault(epoch + 1, {}).setdefault(stage, {})[metric] = float(value)
+    return out

@@ -6,7 +6,6 @@ produced at each epoch, written by Lightning itself.
 
 from __future__ import annotations
 
-import csv
 import logging
 import math
 from pathlib import Path
@@ -19,7 +18,11 @@ pytest.importorskip("werkzeug")
 torch = pytest.importorskip("torch")
 pl = pytest.importorskip("lightning.pytorch")
 
-from integration_support import assert_stage_matches, emulator_job  # noqa: E402
+from integration_support import (  # noqa: E402
+    assert_stage_matches,
+    emulator_job,
+    lightning_csv_history,
+)
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from abeja_runtime.integrations import lightning as integration  # noqa: E402
@@ -117,24 +120,7 @@ def _trainer(
 
 def _csv_history(tmp_path: Path) -> dict[int, dict[str, dict[str, float]]]:
     """Lightning's own per-epoch epoch-level metrics, as stages (CSVLogger rows)."""
-    rows = list(csv.DictReader((tmp_path / "csv" / "version_0" / "metrics.csv").open()))
-    out: dict[int, dict[str, dict[str, float]]] = {}
-    for row in rows:
-        epoch = int(row["epoch"])
-        for key, value in row.items():
-            if key in ("epoch", "step") or value in ("", None) or key.endswith("_step"):
-                continue
-            name = key.removesuffix("_epoch")
-            stage, metric = (
-                ("validation", name[4:])
-                if name.startswith("val_")
-                else (
-                    "train",
-                    name.removeprefix("train_"),
-                )
-            )
-            out.setdefault(epoch + 1, {}).setdefault(stage, {})[metric] = float(value)
-    return out
+    return lightning_csv_history(tmp_path / "csv" / "version_0" / "metrics.csv")
 
 
 def test_statistics_follow_lightnings_logged_metrics(tmp_path: Path) -> None:
