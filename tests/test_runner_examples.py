@@ -197,10 +197,22 @@ def external_emulator(tmp_path: Path) -> Iterator[Emulator]:
 
 
 @pytest.mark.framework
-@pytest.mark.parametrize("how", ["sigterm", "api"])
-def test_pytorch_example_stopped_mid_training(
-    torch_example: Path, tmp_path: Path, external_emulator: Emulator, how: str
+@pytest.mark.parametrize(
+    ("example", "how"),
+    [("pytorch_loop", "sigterm"), ("pytorch_loop", "api"), ("torchrun_ddp", "sigterm")],
+)
+def test_example_stopped_mid_training(
+    tmp_path: Path, external_emulator: Emulator, example: str, how: str
 ) -> None:
+    """A training stopped midway ends Stopped, with its whole process tree gone.
+
+    The torchrun example is a tree (handler, torchrun's agent, two workers): all of it
+    must go, not just the process the signal reached.
+    """
+    source = REPO / "examples" / example
+    if not (source / "train.py").exists():
+        pytest.skip(f"no examples/{example}")
+    pytest.importorskip("torch")
     emu = external_emulator
     client = emu.client()
     env = dict(
@@ -217,7 +229,7 @@ def test_pytorch_example_stopped_mid_training(
             "run",
             "train:handler",
             "--source",
-            str(torch_example),
+            str(source),
             "--env",
             "EPOCHS=10000",
             "--result-dir",
@@ -236,7 +248,7 @@ def test_pytorch_example_stopped_mid_training(
         while time.monotonic() < deadline and proc.poll() is None:
             jobs = []
             with contextlib.suppress(NotFound):  # the definition does not exist yet
-                jobs = client.get_training_jobs(emu.organization_id, "pytorch_loop")["entries"]
+                jobs = client.get_training_jobs(emu.organization_id, example)["entries"]
             if jobs and jobs[0]["status"] == "Active" and jobs[0].get("statistics"):
                 job = jobs[0]
                 break
@@ -244,20 +256,26 @@ def test_pytorch_example_stopped_mid_training(
         assert job, "the example never started training"
         handler_tree = psutil.Process(proc.pid).children(recursive=True)
         assert handler_tree
+        if example == "torchrun_ddp":
+            assert len(handler_tree) >= 4, handler_tree  # handler, agent, 2 workers
         job_id = str(job["training_job_id"])
         if how == "sigterm":
             proc.send_signal(signal.SIGTERM)
         else:
-            client.stop_training_job(emu.organization_id, "pytorch_loop", job_id)
+            client.stop_training_job(emu.organization_id, example, job_id)
         out, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == (143 if how == "sigterm" else 7), out[-4000:] + err[-4000:]
-    for child in handler_tree:
-        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
-    final = client.get_training_job(emu.organization_id, "pytorch_loop", job_id)
+    deadline = time.monotonic() + 30
+    alive = handler_tree
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        time.sleep(0.1)
+    assert not alive, alive
+    final = client.get_training_job(emu.organization_id, example, job_id)
     assert final["status"] == "Stopped"
-    history = emu.statistics_history("pytorch_loop", job_id)
+    history = emu.statistics_history(example, job_id)
     assert history and final["statistics"] == history[-1]["statistics"]
-    assert client.get_training_models(emu.organization_id, "pytorch_loop")["entries"] == []
+    assert client.get_training_models(emu.organization_id, example)["entries"] == []
