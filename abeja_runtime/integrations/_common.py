@@ -367,12 +367,26 @@ class SafeReporter:
                 self.warned, f"report:{type(exc).__name__}", "statistics not reported: %s", exc
             )
 
-    def flush(self, timeout: float | None = None) -> bool:
-        """Flush the reporter (bounded); never raises. True when all was delivered."""
+    def flush(self, timeout: float | None = None, when: str = "") -> bool:
+        """Flush the reporter (bounded); never raises. True when all was delivered.
+
+        Args:
+            timeout: seconds to wait at most (None: the reporter's ``exit_timeout``; 0:
+                start sending, do not wait).
+            when: for the log line when not everything was delivered in time
+                (``"at the end of fit()"``); nothing is logged for ``timeout=0``.
+        """
         if not self.active or self._reporter is None:
             return True
         try:
-            return self._reporter.flush(timeout)
+            delivered = self._reporter.flush(timeout)
         except Exception as exc:
             _warn_once(self.warned, "flush", "flushing statistics failed: %s", exc)
             return False
+        if not delivered and timeout != 0:
+            logger.warning(
+                "statistics not fully delivered %s (%s); the reporter keeps sending",
+                when or "on flush",
+                self._reporter.last_error or "no answer in time",
+            )
+        return delivered

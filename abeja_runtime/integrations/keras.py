@@ -137,8 +137,7 @@ class StatisticsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         )
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
-        if not self._out.flush(self.flush_timeout):
-            logger.warning("statistics not fully delivered at the end of fit()")
+        self._out.flush(self.flush_timeout, "at the end of fit()")
 
 
 def _positive_int(value: Any) -> int | None:

@@ -187,14 +187,13 @@ class StatisticsCallbackLogic:
         if not self._out.active:
             return
         self._emit_pending(trainer)
-        if not self._out.flush(self.flush_timeout):
-            logger.warning("statistics not fully delivered at the end of training")
+        self._out.flush(self.flush_timeout, "at the end of training")
 
     def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
         if not self._out.active:
             return
         self._emit_pending(trainer)
-        self._out.flush(self.flush_timeout)
+        self._out.flush(self.flush_timeout, "after the training failed")
 
     # ---------------------------------------------------------------- internals
 

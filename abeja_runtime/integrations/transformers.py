@@ -167,8 +167,7 @@ class StatisticsCallback(TrainerCallback):  # type: ignore[misc]
         if not self._out.active:
             return
         self._emit_pending()
-        if not self._out.flush(self.flush_timeout):
-            logger.warning("statistics not fully delivered at the end of training")
+        self._out.flush(self.flush_timeout, "at the end of training")
 
     # ---------------------------------------------------------------- internals
 
