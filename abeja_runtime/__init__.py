@@ -39,6 +39,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from .config import Credential
     from .emulator import Emulator
     from .job import JobContext
+    from .models import download_model, upload_model
     from .reporter import StatisticsReporter, flush, get_reporter, report
     from .statistics import Statistics
 
@@ -53,6 +54,8 @@ _LAZY: dict[str, str] = {
     "flush": "abeja_runtime.reporter",
     "get_reporter": "abeja_runtime.reporter",
     "report": "abeja_runtime.reporter",
+    "download_model": "abeja_runtime.models",
+    "upload_model": "abeja_runtime.models",
 }
 
 __all__ = [
@@ -79,9 +82,11 @@ __all__ = [
     "StatisticsReporter",
     "Unauthorized",
     "__version__",
+    "download_model",
     "flush",
     "get_reporter",
     "report",
+    "upload_model",
 ]
 
 
