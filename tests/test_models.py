@@ -134,3 +134,20 @@ def test_bad_input_sends_nothing(
             upload_model(locked, client=client)
     assert _count(client, emu) == before
     assert list(Path(tempfile.gettempdir()).iterdir()) == []
+
+
+def test_metrics_default_to_last_reported_statistics(
+    job_env: dict[str, str], client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import abeja_runtime.reporter as reporter_module
+
+    class _LastDocument:
+        last_document = {"num_epochs": 2, "epoch": 2, "stages": {"train": {"loss": 0.25}}}
+
+    monkeypatch.setattr(reporter_module, "_default", _LastDocument())
+    src = tmp_path / "m.bin"
+    src.write_bytes(b"m")
+    model = upload_model(src, client=client)
+    assert model["metrics"] == _LastDocument.last_document
+    explicit = upload_model(src, metrics={"acc": 1}, client=client)
+    assert explicit["metrics"] == {"acc": 1}
