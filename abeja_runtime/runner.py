@@ -339,27 +339,26 @@ def upload_result_dir_as_model(
 ) -> dict[str, Any]:
     """Upload ``result_dir`` as the job's model; the ONE place a run creates a model.
 
-    Zips the directory into a temporary file and calls operation 24
-    (``create_training_model``) with ``training_job_id``, ``description`` and the
-    final statistics as ``metrics``. Kept in one function so that it can switch
-    to the streaming, duplicate-safe ``abeja_runtime.models.upload_model`` when
-    that exists.
+    Through :func:`abeja_runtime.models.upload_model` (temporary zip, streamed,
+    SHA-256 checked, no duplicate after a dropped connection): operation 24 with
+    ``training_job_id``, ``description`` and the final statistics as ``metrics``.
+    Kept in one function so that a run creates models in one place only.
 
     Returns:
         the model dict from the API.
     """
-    parameters: dict[str, Any] = {"training_job_id": training_job_id}
-    if description:
-        parameters["description"] = description
-    if metrics:
-        parameters["metrics"] = dict(metrics)
-    with tempfile.TemporaryFile(prefix="abeja-runtime-model-", suffix=".zip") as tmp:
-        zip_directory(result_dir, tmp)
-        tmp.seek(0)
-        model = api.client.create_training_model(
-            api.organization_id, job_definition_name, tmp, parameters
-        )
-    return dict(model)
+    from .models import upload_model  # streamed, checksum-verified, duplicate-safe
+
+    return upload_model(
+        result_dir,
+        description=description or None,
+        metrics=dict(metrics) if metrics else {},
+        training_job_id=training_job_id,
+        job_definition_name=job_definition_name,
+        organization_id=api.organization_id,
+        client=api.client,
+        progress=False,
+    )
 
 
 # --------------------------------------------------------------------------- processes
