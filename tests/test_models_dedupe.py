@@ -152,7 +152,11 @@ def test_server_checksum_mismatch_is_an_error(
         "/organizations/1234567890123/training/definitions/d/models", method="POST"
     ).respond_with_data(json.dumps(body), content_type="application/json")
     with (
-        APIClient({"auth_token": "t"}, base_url=httpserver.url_for(""), max_retry_count=0) as c,
+        APIClient(
+            {"auth_token": "test-token-not-in-text"},
+            base_url=httpserver.url_for(""),
+            max_retry_count=0,
+        ) as c,
         pytest.raises(ModelChecksumError),
     ):
         upload_model(src, client=c)
