@@ -151,3 +151,15 @@ def test_metrics_default_to_last_reported_statistics(
     assert model["metrics"] == _LastDocument.last_document
     explicit = upload_model(src, metrics={"acc": 1}, client=client)
     assert explicit["metrics"] == {"acc": 1}
+
+
+def test_progress_bar_only_when_asked_or_on_a_terminal(
+    job_env: dict[str, str], client: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("tqdm")
+    src = tmp_path / "m.bin"
+    src.write_bytes(os.urandom(3 * 1024 * 1024))
+    upload_model(src, client=client)  # stderr is not a terminal under pytest: quiet
+    assert "model upload" not in capsys.readouterr().err
+    upload_model(src, client=client, progress=True)
+    assert "model upload" in capsys.readouterr().err
