@@ -194,7 +194,11 @@ def _new_temp_zip() -> Path:
 
 def _write_zip(temp: Path, entries: list[tuple[Path, str]]) -> None:
     try:
-        with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        # level 1: weights barely compress, and higher levels cost many
+        # times the upload time for a few percent (as the runner's zips)
+        with zipfile.ZipFile(
+            temp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1
+        ) as archive:
             for path, arcname in entries:
                 archive.write(path, arcname)
     except OSError as exc:
