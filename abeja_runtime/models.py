@@ -275,11 +275,8 @@ def _find_same_model(
     for entry in listing.get("entries") or []:
         if not isinstance(entry, dict) or entry.get("sha256") != sha256:
             continue
-        if training_job_id is not None and entry.get("training_job_id") not in (
-            None,
-            training_job_id,
-        ):
-            continue
+        if training_job_id is not None and entry.get("training_job_id") != training_job_id:
+            continue  # the same bytes uploaded by another job are not our upload
         return entry
     return None
 
