@@ -76,6 +76,10 @@ Environment variables (read when a reporter is created):
     ``1``/``true`` adds CPU/memory/GPU metrics to the default reporter's documents.
 ``ABEJA_RUNTIME_STATISTICS_FILE``
     outside a job, the JSON-lines file (default ``<result dir>/statistics.jsonl``).
+``ABEJA_RUNTIME_HANDLE_SIGTERM``
+    ``0``/``false`` stops the default reporter from installing its SIGTERM handler
+    (for a program that must die at once on SIGTERM even inside a long C call, or that
+    manages signals itself and calls ``flush()``); default on.
 """
 
 from __future__ import annotations
@@ -118,6 +122,7 @@ __all__ = [
     "DEFAULT_REQUEST_TIMEOUT",
     "DEFAULT_SIGTERM_TIMEOUT",
     "ENV_EXIT_TIMEOUT",
+    "ENV_HANDLE_SIGTERM",
     "ENV_REPORT_INTERVAL",
     "ENV_REPORT_TIMEOUT",
     "ENV_SIGTERM_TIMEOUT",
@@ -138,6 +143,7 @@ ENV_EXIT_TIMEOUT = "ABEJA_RUNTIME_EXIT_TIMEOUT"
 ENV_SIGTERM_TIMEOUT = "ABEJA_RUNTIME_SIGTERM_TIMEOUT"
 ENV_REPORT_TIMEOUT = "ABEJA_RUNTIME_REPORT_TIMEOUT"
 ENV_SYSTEM_METRICS = "ABEJA_RUNTIME_SYSTEM_METRICS"
+ENV_HANDLE_SIGTERM = "ABEJA_RUNTIME_HANDLE_SIGTERM"
 ENV_STATISTICS_FILE = "ABEJA_RUNTIME_STATISTICS_FILE"
 
 DEFAULT_MIN_INTERVAL = 5.0
@@ -234,8 +240,11 @@ class _Wakeup:
         return self._lock.acquire(timeout=max(0.0, min(timeout, threading.TIMEOUT_MAX)))
 
 
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+def _env_flag(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if not raw:
+        return default
+    return raw in ("1", "true", "yes", "on")
 
 
 def _positive(name: str, value: float | None, env_name: str, default: float) -> float:
@@ -1227,7 +1236,10 @@ def _create_default() -> StatisticsReporter:
         return _disabled_reporter("DataLoader worker: the training process posts statistics")
     try:
         try:
-            return StatisticsReporter(system_metrics=_env_flag(ENV_SYSTEM_METRICS))
+            return StatisticsReporter(
+                system_metrics=_env_flag(ENV_SYSTEM_METRICS),
+                handle_sigterm=_env_flag(ENV_HANDLE_SIGTERM, default=True),
+            )
         except ConfigurationError as exc:
             logger.warning("%s; using the default reporter settings", exc)
             return StatisticsReporter(**_DEFAULT_SETTINGS)

@@ -304,3 +304,21 @@ def test_default_reporter_adds_system_metrics_when_asked(tmp_path: Path) -> None
     document = json.loads(path.read_text().splitlines()[-1])["statistics"]
     assert document["epoch"] == 1
     assert document["system"]["memory_rss_bytes"] > 0
+
+
+@pytest.mark.parametrize(("setting", "installed"), [("", True), ("0", False), ("false", False)])
+def test_default_reporter_sigterm_handler_can_be_turned_off(
+    tmp_path: Path, setting: str, installed: bool
+) -> None:
+    code = """
+        import signal
+        import abeja_runtime
+        abeja_runtime.report(epoch=1)
+        print(signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL)
+    """
+    env = clean_env(ABEJA_RUNTIME_STATISTICS_FILE=str(tmp_path / "stats.jsonl"))
+    if setting:
+        env["ABEJA_RUNTIME_HANDLE_SIGTERM"] = setting
+    result = run(code, env, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == str(installed)
