@@ -440,12 +440,11 @@ def _models_get(t: ApiTarget, a: argparse.Namespace) -> Output:
 
 
 def _models_create(t: ApiTarget, a: argparse.Namespace) -> Output:
-    from .runner import zip_directory
+    # the same path as the runner's final upload: streamed, checksum-verified, and
+    # looked up before any retry so that a dropped connection makes no duplicate
+    from .models import upload_model
 
-    path = Path(a.path)
-    parameters: dict[str, Any] = {"training_job_id": a.job}
-    if a.description is not None:
-        parameters["description"] = a.description
+    metrics: dict[str, Any] | None = None
     if a.metrics is not None:
         try:
             metrics = json.loads(a.metrics)
@@ -453,23 +452,18 @@ def _models_create(t: ApiTarget, a: argparse.Namespace) -> Output:
             raise ConfigurationError(f"--metrics is not valid JSON: {exc}") from None
         if not isinstance(metrics, dict):
             raise ConfigurationError("--metrics must be a JSON object")
-        parameters["metrics"] = metrics
-    if path.is_dir():
-        with tempfile.TemporaryFile(prefix="abeja-runtime-model-", suffix=".zip") as tmp:
-            zip_directory(path, tmp)
-            tmp.seek(0)
-            response = t.client.create_training_model(
-                t.organization_id, a.definition, tmp, parameters
-            )
-    elif path.is_file():
-        with path.open("rb") as fh:
-            response = t.client.create_training_model(
-                t.organization_id, a.definition, fh, parameters
-            )
-    else:
-        raise ConfigurationError(f"{a.path!r} is not a file or directory")
+    response = upload_model(
+        a.path,
+        description=a.description,
+        metrics=metrics,
+        training_job_id=a.job,
+        job_definition_name=a.definition,
+        progress=False,
+        client=t.client,
+        organization_id=t.organization_id,
+    )
     model_id = response.get("training_model_id") or response.get("id")
-    return f"created model {model_id} of {a.definition} from {path}", response
+    return f"created model {model_id} of {a.definition} from {a.path}", response
 
 
 def _models_update(t: ApiTarget, a: argparse.Namespace) -> Output:

@@ -8,7 +8,7 @@ code  meaning
 0     success; for ``run``: the job is Complete (and its model uploaded or skipped)
 1     failure: an API error not listed below (5xx, 400, an unreadable answer);
       for ``run``: the job Failed, or its model could not be uploaded
-2     usage: bad arguments, an invalid ``HANDLER``, missing or bad configuration
+2     usage: bad arguments, an invalid ``HANDLER``, missing or bad configuration, model data that cannot be uploaded
 3     not found (404): no such definition, version, job or model
 4     not authorized (401/403): credential missing, wrong or not allowed
 5     conflict (409): exists already, or the resource's state forbids it
@@ -30,6 +30,7 @@ from .errors import (
     ConfigurationError,
     Conflict,
     Forbidden,
+    InvalidDataFormat,
     NotFound,
     Unauthorized,
 )
@@ -67,7 +68,7 @@ def exit_code_for_error(exc: BaseException) -> int:
         return EXIT_CONFLICT
     if isinstance(exc, APIConnectionError):
         return EXIT_UNREACHABLE
-    if isinstance(exc, ConfigurationError):
+    if isinstance(exc, (ConfigurationError, InvalidDataFormat)):
         return EXIT_USAGE
     if isinstance(exc, AbejaRuntimeError):
         return EXIT_FAILURE

@@ -467,3 +467,16 @@ def test_embedded_emulator_dir_in_use_says_how_to_share(
     line = _one_error_line(result)
     assert "is in use by another process" in line
     assert "abeja-runtime emulator --data-dir" in line
+
+
+def test_models_create_refuses_bad_paths_with_no_model_made(
+    api: Emulator, cli: Any, version: str, tmp_path: Path
+) -> None:
+    job_id = cli("jobs", "create", version, "1", "--json").json()["training_job_id"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for path, words in ((tmp_path / "missing", "does not exist"), (empty, "holds no files")):
+        refused = cli("models", "create", version, str(path), "--job", job_id)
+        assert refused.code == 2, refused.err
+        assert words in _one_error_line(refused)
+    assert cli("models", "list", version, "--json").json()["entries"] == []
