@@ -13,11 +13,12 @@ import os
 import shutil
 import stat
 import zipfile
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
 
 from .errors import InvalidDataFormat
 
-__all__ = ["check_member_name", "safe_extract"]
+__all__ = ["check_member_name", "safe_extract", "tree_files"]
 
 _COPY_CHUNK = 1024 * 1024
 
@@ -105,3 +106,62 @@ def safe_extract(archive: str | os.PathLike[str], dest: str | os.PathLike[str]) 
                 shutil.copyfileobj(src, out, _COPY_CHUNK)
             written.append(target)
     return written
+
+
+def tree_files(
+    root: Path,
+    *,
+    exclude_dirs: Iterable[Path] = (),
+    exclude_names: frozenset[str] = frozenset(),
+    exclude_suffixes: tuple[str, ...] = (),
+    on_skip: Callable[[Path, str], None] | None = None,
+) -> Iterator[tuple[Path, str]]:
+    """``(file, name in a zip)`` for every regular file under ``root``, in sorted order.
+
+    The one tree walker behind every zip we make of a directory (a version's
+    source, a model): a symbolic link is kept only when it resolves to a regular
+    file inside the tree (its target's bytes are stored), so a link to a dataset
+    elsewhere never drags it into an upload and a link loop never hangs us;
+    symlinked directories, links out of the tree and sockets/devices/pipes are
+    skipped and reported through ``on_skip(path, why)``.
+
+    Args:
+        root: the directory; names in the zip are relative to it.
+        exclude_dirs: directories (resolved) not to descend into.
+        exclude_names: directory names not to descend into (``.git``, ``.venv``).
+        exclude_suffixes: file name endings to leave out (``.pyc``).
+        on_skip: called for each link or special file that is left out.
+    """
+    real_root = root.resolve()
+    skipped_dirs = {p.resolve() for p in exclude_dirs}
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        here = Path(dirpath)
+        kept = []
+        for d in sorted(dirnames):
+            if d in exclude_names or (here / d).resolve() in skipped_dirs:
+                continue
+            if (here / d).is_symlink():
+                if on_skip is not None:
+                    on_skip(here / d, "symlinked directory")
+                continue
+            kept.append(d)
+        dirnames[:] = kept
+        for name in sorted(filenames):
+            if name.endswith(exclude_suffixes):
+                continue
+            path = here / name
+            if path.is_symlink():
+                target = path.resolve()
+                if not target.is_relative_to(real_root):
+                    if on_skip is not None:
+                        on_skip(path, "links out of the tree")
+                    continue
+                if not target.is_file():
+                    if on_skip is not None:
+                        on_skip(path, "not a file")
+                    continue
+            elif not stat.S_ISREG(path.lstat().st_mode):
+                if on_skip is not None:
+                    on_skip(path, "not a regular file")
+                continue
+            yield path, path.relative_to(root).as_posix()

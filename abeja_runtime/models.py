@@ -31,7 +31,7 @@ from typing import Any
 
 import requests
 
-from .archive import safe_extract
+from .archive import safe_extract, tree_files
 from .client import ENV_JOB_DEFINITION_NAME, ENV_ORGANIZATION_ID, ENV_TRAINING_JOB_ID, APIClient
 from .errors import (
     AbejaRuntimeError,
@@ -149,40 +149,14 @@ def _check_readable(path: Path) -> None:
 
 
 def _tree_files(root: Path) -> list[tuple[Path, str]]:
-    """``(file, name in the zip)`` for every regular file under ``root``.
+    """``(file, name in the zip)`` for every file of the model directory (see ``tree_files``)."""
 
-    Symlinks are kept only when they resolve to a regular file inside the tree
-    (their target's bytes are stored); links out of the tree, symlinked
-    directories and sockets/devices are skipped with a warning, so a stray
-    link never uploads something the job did not produce.
-    """
-    real_root = root.resolve()
-    entries: list[tuple[Path, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        base = Path(dirpath)
-        for d in list(dirnames):
-            if (base / d).is_symlink():
-                logger.warning("model directory: skipping symlinked directory %s", base / d)
-                dirnames.remove(d)
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = base / name
-            arcname = path.relative_to(root).as_posix()
-            if path.is_symlink():
-                target = path.resolve()
-                try:
-                    target.relative_to(real_root)
-                except ValueError:
-                    logger.warning("model directory: skipping %s (links out of the tree)", path)
-                    continue
-                if not target.is_file():
-                    logger.warning("model directory: skipping %s (not a file)", path)
-                    continue
-            elif not stat.S_ISREG(path.lstat().st_mode):
-                logger.warning("model directory: skipping %s (not a regular file)", path)
-                continue
-            _check_readable(path)
-            entries.append((path, arcname))
+    def skipped(path: Path, why: str) -> None:
+        logger.warning("model directory: skipping %s (%s)", path, why)
+
+    entries = list(tree_files(root, on_skip=skipped))
+    for path, _name in entries:
+        _check_readable(path)
     return entries
 
 

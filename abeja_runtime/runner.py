@@ -52,6 +52,7 @@ from urllib.parse import quote
 import psutil
 
 from .api_target import CREDENTIAL_ENV_NAMES, ENV_ORGANIZATION_ID, ApiTarget, open_target
+from .archive import tree_files
 from .config import ENV_API_URL, env_float
 from .errors import (
     AbejaRuntimeError,
@@ -296,31 +297,18 @@ def zip_directory(
         (number of files, total uncompressed bytes).
     """
     root = root.resolve()
-    skipped = {p.resolve() for p in exclude_dirs}
     count = 0
     total = 0
     with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for dirpath, dirnames, filenames in os.walk(root):
-            here = Path(dirpath)
-            dirnames[:] = sorted(
-                d
-                for d in dirnames
-                if d not in exclude_names
-                and (here / d).resolve() not in skipped
-                and not (here / d).is_symlink()
-            )
-            for name in sorted(filenames):
-                if name.endswith(exclude_suffixes):
-                    continue
-                path = here / name
-                real = path.resolve()
-                if path.is_symlink() and not real.is_relative_to(root):
-                    continue
-                if not real.is_file():
-                    continue
-                zf.write(real, arcname=path.relative_to(root).as_posix())
-                count += 1
-                total += real.stat().st_size
+        for path, arcname in tree_files(
+            root,
+            exclude_dirs=exclude_dirs,
+            exclude_names=exclude_names,
+            exclude_suffixes=exclude_suffixes,
+        ):
+            zf.write(path, arcname=arcname)
+            count += 1
+            total += path.stat().st_size
     return count, total
 
 
