@@ -35,6 +35,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..errors import Forbidden, HttpError, MethodNotAllowed, NotFound, Unauthorized
 from . import validation as v
+from .dashboard import Dashboard
 from .signing import UrlSigner
 from .store import Store
 from .uploads import MultipartUpload
@@ -116,6 +117,8 @@ class EmulatorApp:
         self._basic_user = f"user-{ident.user_id}".encode()
         self._basic_secret = ident.personal_access_token.encode()
         self._routes = self._build_routes()
+        #: the web dashboard, served at ``/`` and ``/definitions/...`` (see :mod:`.dashboard`)
+        self.dashboard = Dashboard(store, signer)
 
     def __repr__(self) -> str:
         return f"EmulatorApp(organization_id={self._org!r})"
@@ -214,7 +217,10 @@ class EmulatorApp:
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
-        route, params = self._match(request.method, _split_path(request.environ))
+        segments = _split_path(request.environ)
+        if self.dashboard.owns(segments):
+            return self.dashboard.handle(request, segments)
+        route, params = self._match(request.method, segments)
         if not route.public:
             self._authenticate(request)
             if params["org"] != self._org:

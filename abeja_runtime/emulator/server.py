@@ -261,6 +261,23 @@ class Emulator:
         return self._url
 
     @property
+    def dashboard_url(self) -> str:
+        """The dashboard's address that logs a browser in: ``<url>/#token=<token>``.
+
+        The token is in the fragment, which a browser never sends to a server
+        (so it is in no request log or ``Referer``); the page's script trades it
+        for a session cookie and removes it from the address bar. It is a
+        secret: print it only where the token itself could be printed.
+        """
+        return self.dashboard_link("/")
+
+    def dashboard_link(self, path: str = "/") -> str:
+        """Like :attr:`dashboard_url` for one page, e.g. ``/definitions/mnist/jobs/<id>``."""
+        if not path.startswith("/"):
+            raise ValueError(f"a dashboard path starts with '/', got {path!r}")
+        return f"{self.url}{path}#token={self.token}"
+
+    @property
     def port(self) -> int:
         """The bound TCP port."""
         self._require()
