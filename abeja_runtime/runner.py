@@ -997,6 +997,25 @@ class _Run:
                     status.set("Failed", f"runner error: {type(exc).__name__}: {exc}")
             raise
 
+    def _announce_dashboard(self, job_id: str) -> None:
+        """The job's live dashboard page, when this run started its own emulator.
+
+        (The platform has its own console.) The link that logs a browser in
+        holds the emulator's token, so it is printed only on a terminal; in a
+        log the page's address goes alone.
+        """
+        emulator = self.api.emulator
+        if not self.api.owns_emulator or emulator is None:
+            return
+        path = f"/definitions/{quote(self.name, safe='')}/jobs/{job_id}"
+        if self.console.live:
+            self.console.note(f"live dashboard: {emulator.dashboard_link(path)}")
+        else:
+            self.console.note(
+                f"live dashboard: {emulator.url}{path} (a terminal gets a link that logs in; "
+                "it is left out of non-terminal output because it holds the token)"
+            )
+
     def _run_job(self, job_id: str, version: int, status: _JobStatus) -> RunResult:
         if self.result_dir_arg is not None:
             result_dir = self.result_dir_arg.resolve()
@@ -1013,6 +1032,7 @@ class _Run:
             env = self._child_env(prepared, outcome_path)
             status.set("Active")
             self.console.note(f"running {self.spec} in {self.source} (results in {result_dir})")
+            self._announce_dashboard(job_id)
             started = time.monotonic()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "abeja_runtime.handler_main"],

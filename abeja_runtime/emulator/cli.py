@@ -102,6 +102,8 @@ def _banner(emu: Any) -> str:
     return "\n".join(
         [
             f"ABEJA Training API emulator listening on {emu.url}",
+            f"  dashboard:       {emu.dashboard_url}",
+            "                   (this link logs a browser in: it holds the token)",
             f"  organization id: {emu.organization_id}",
             f"  state:           {state}",
             "",

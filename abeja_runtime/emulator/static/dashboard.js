@@ -161,7 +161,7 @@
     holder.className = "chart";
     holder.dataset.chart = key;
     box.appendChild(holder);
-    var width = Math.max(320, Math.min(760, (box.clientWidth || 760) - 8));
+    var width = Math.max(320, Math.min(540, (box.clientWidth || 540) - 8));
     var series = [{ label: "epoch", value: function (u, v) { return fmt(v); } }];
     labels.forEach(function (label, i) {
       series.push({
@@ -408,7 +408,7 @@
   function resizeAll() {
     var box = chartsBox();
     if (!box) { return; }
-    var width = Math.max(320, Math.min(760, box.clientWidth - 8));
+    var width = Math.max(320, Math.min(540, box.clientWidth - 8));
     Object.keys(state.charts).forEach(function (k) { state.charts[k].setSize({ width: width, height: 240 }); });
   }
 
