@@ -98,7 +98,7 @@ from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from types import FrameType
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from .config import env_float
 from .errors import APIConnectionError, ConfigurationError, HttpError, StatisticsError
@@ -128,6 +128,8 @@ __all__ = [
     "ENV_SIGTERM_TIMEOUT",
     "ENV_STATISTICS_FILE",
     "ENV_SYSTEM_METRICS",
+    "JournalRoute",
+    "RoutingJournal",
     "Snapshot",
     "SnapshotJournal",
     "StatisticsReporter",
@@ -164,6 +166,9 @@ _EXTRA_STATUSES = frozenset({408, 500})
 _MAX_500_TRIES = 5
 #: how long the idle sender sleeps before looking again (it is woken when work arrives)
 _IDLE_WAIT = 5.0
+#: how often a sender with a shared spool looks for records of other processes, and a
+#: process that is not the spool's sender for its records' delivery (one fstat/pread)
+_SPOOL_POLL = 0.2
 #: how long the sender waits for the report lock before trying again later (it is held
 #: for microseconds, unless a signal handler interrupted report() on the main thread)
 _LOCK_WAIT = 0.05
@@ -214,6 +219,49 @@ class SnapshotJournal(Protocol):
     def acknowledge(self, snapshot: Snapshot) -> None: ...
 
     def replay(self) -> Iterable[dict[str, Any]]: ...
+
+
+class JournalRoute(NamedTuple):
+    """What a :class:`RoutingJournal` tells the sender to do next about epoch ends.
+
+    Attributes:
+        action: ``"post_head"``: post the reporter's oldest epoch-end snapshot, then
+            ``acknowledge`` it; ``"post_record"``: post ``document`` (another process's
+            record, or one an earlier process left) first, then ``acknowledge_record(key)``;
+            ``"settled"``: another process delivered the oldest snapshot; ``"wait"``:
+            another process is the sender and has not delivered it yet (ask again
+            shortly); ``"none"``: nothing to send.
+        document: the JSON-safe document for ``post_record``.
+        key: what to pass to ``acknowledge_record``.
+        created: wall-clock time of that record's report.
+    """
+
+    action: str
+    document: dict[str, Any] | None = None
+    key: Any = None
+    created: float = 0.0
+
+
+@runtime_checkable
+class RoutingJournal(Protocol):
+    """A journal shared by several processes, with one sender (the on-disk spool).
+
+    Besides :class:`SnapshotJournal`'s ``record``/``acknowledge``, the sender thread asks
+    :meth:`route` before each epoch-end post, so that records of every process of the
+    job go out in the journal's order, exactly one process sending at a time.
+    """
+
+    def record(self, snapshot: Snapshot) -> None: ...
+
+    def acknowledge(self, snapshot: Snapshot) -> None: ...
+
+    def acknowledge_record(self, key: Any) -> None: ...
+
+    def route(self, head: Snapshot | None) -> JournalRoute: ...
+
+    def sync(self) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class _Wakeup:
@@ -388,7 +436,9 @@ class StatisticsReporter:
         max_pending_epoch_ends: int = DEFAULT_MAX_PENDING_EPOCH_ENDS,
         rank: int | None = None,
         strict: bool = True,
-        journal: SnapshotJournal | None = None,
+        journal: SnapshotJournal | RoutingJournal | None = None,
+        spool: bool | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         self.min_interval = _positive(
             "min_interval", min_interval, ENV_REPORT_INTERVAL, DEFAULT_MIN_INTERVAL
@@ -414,11 +464,16 @@ class StatisticsReporter:
         self.strict = strict
         self.flush_at_exit = flush_at_exit
         self._rank = rank
-        self._journal = journal
 
         if sink is None:
             sink = self._default_sink(context, request_timeout)
         self.sink: StatisticsSink = sink
+        if journal is None:
+            journal = self._default_spool(spool, spool_dir, context)
+        self._journal: SnapshotJournal | RoutingJournal | None = journal
+        self._routing: RoutingJournal | None = (
+            journal if isinstance(journal, RoutingJournal) else None
+        )
         if system_metrics is True:
             self._sysmetrics: SystemMetrics | None = SystemMetrics()
         elif isinstance(system_metrics, SystemMetrics):
@@ -470,6 +525,51 @@ class StatisticsReporter:
         self._epoch_queue: deque[Snapshot] = deque(maxlen=self.max_pending_epoch_ends)
         # a step copy taken by flush() on the caller's thread, for the sender to post
         self._slot: deque[Snapshot] = deque(maxlen=1)
+        # documents a simple journal handed back, to be posted before anything else
+        self._replayed: deque[Snapshot] = deque()
+        # seqs of step documents that a flush made must-deliver (counted as steps)
+        self._flush_seqs: set[int] = set()
+
+    def _default_spool(
+        self,
+        spool: bool | None,
+        spool_dir: str | os.PathLike[str] | None,
+        context: JobContext | None,
+    ) -> RoutingJournal | None:
+        """The on-disk spool: on by default when reporting to a job's API.
+
+        ``spool=None`` follows ``ABEJA_RUNTIME_SPOOL`` (default on) for an API sink, and
+        is on when ``spool_dir`` is given; ``spool=True`` without a job needs
+        ``spool_dir``. A spool that cannot be set up by default is logged and left out
+        (reporting goes on from memory); one asked for explicitly raises.
+        """
+        from .spool import default_spool_dir, spool_enabled
+
+        if context is None and isinstance(self.sink, APISink):
+            context = self.sink.context
+        if spool is None:
+            spool = spool_dir is not None or (context is not None and spool_enabled())
+        if not spool:
+            return None
+        if spool_dir is None and context is None:
+            raise ConfigurationError(
+                "spool=True needs spool_dir outside a training job (no job id to name it)"
+            )
+        from .spool import Spool
+
+        job = None
+        if context is not None:
+            job = {
+                "organization_id": context.organization_id,
+                "job_definition_name": context.job_definition_name,
+                "training_job_id": context.training_job_id,
+            }
+        directory = (
+            Path(spool_dir)
+            if spool_dir is not None
+            else default_spool_dir(context.training_job_id)  # type: ignore[union-attr]
+        )
+        return Spool(directory, job=job)
 
     def _default_sink(self, context: JobContext | None, request_timeout: float) -> StatisticsSink:
         if context is not None:
@@ -798,7 +898,9 @@ class StatisticsReporter:
         pending_steps = (
             len(self._slot) + (step_cur is not None) + (self._step_seq > self._taken_seq)
         )
-        pending = len(self._epoch_queue) + pending_steps + (epoch_cur is not None)
+        pending = (
+            len(self._epoch_queue) + len(self._replayed) + pending_steps + (epoch_cur is not None)
+        )
         reported = self._seq
         # every step snapshot is sent, refused, pending, or replaced by a newer one
         coalesced = reported - self._epoch_ends - self._sent_steps - self._failed_steps
@@ -836,6 +938,8 @@ class StatisticsReporter:
         if start_settled < target:
             limit = self.exit_timeout if timeout is None else max(0.0, timeout)
             deadline = time.monotonic() + limit
+            if self._routing is not None:
+                self._spool_current(min(limit, _LOCK_WAIT))
             self._take_step(min(limit, _LOCK_WAIT), to_slot=True)
             if self._flush_target < target:
                 self._flush_target = target
@@ -844,12 +948,43 @@ class StatisticsReporter:
             while self._settled_seq < target:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 or not self._thread.is_alive():
+                    if self._routing is not None:  # what is left must survive the process
+                        with contextlib.suppress(Exception):
+                            self._routing.sync()
                     return False
                 # polling, not a Condition: this also runs inside a SIGTERM handler that
                 # may have interrupted this thread while it held a lock
                 time.sleep(min(pause, remaining))
                 pause = min(pause * 2, 0.01)
         return not any(start_settled < seq <= target for seq in tuple(self._recent_failures))
+
+    def _spool_current(self, wait: float) -> None:
+        """Make the latest step document must-deliver: write it to the spool now.
+
+        A flush (explicit, at exit, on SIGTERM) is a promise that what was reported
+        gets there; with the spool, the document it promises is on disk before the
+        flush starts waiting, so a process killed during the wait loses nothing.
+        """
+        if self._step_seq <= self._taken_seq or self._step_seq != self._seq:
+            return  # nothing new, or the latest report was an epoch end (spooled already)
+        lock = self._lock
+        if not lock.acquire(timeout=wait):
+            return
+        try:
+            seq = self._seq
+            if self._step_seq <= self._taken_seq or self._step_seq != seq:
+                return
+            self._taken_seq = seq
+            self._flush_seqs.add(seq)
+            try:
+                frozen = _freeze_tensors(self._doc)
+            except Exception:
+                frozen = _copy_document(self._doc)
+            snapshot = Snapshot(seq, frozen, True, time.time())
+            self._record(snapshot)
+            self._epoch_queue.append(snapshot)
+        finally:
+            lock.release()
 
     def close(self, timeout: float | None = None) -> bool:
         """Flush (bounded by ``timeout``, default ``exit_timeout``), stop the sender.
@@ -867,6 +1002,13 @@ class StatisticsReporter:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=1.0)
+        if self._journal is not None:
+            closer = getattr(self._journal, "close", None)
+            if callable(closer):
+                try:
+                    closer()  # fsync what is left; another process may send it
+                except Exception as exc:
+                    _warn_once(self._warned, "journal.close", "journal close failed: %s", exc)
         if thread is None or not thread.is_alive():
             with contextlib.suppress(Exception):
                 self.sink.close()
@@ -896,9 +1038,11 @@ class StatisticsReporter:
         first; a step snapshot older than a pending epoch-end one is superseded by it
         (dropped, counted as coalesced), so the server never sees older-after-newer.
         """
-        if self._journal is not None:
+        if self._journal is not None and self._routing is None:
             self._replay()
         epoch_cur: Snapshot | None = None
+        epoch_key: Any = None  # a journal record's key when epoch_cur is not our own
+        waiting = False
         step_cur: Snapshot | None = None
         last_sent_seq = 0
         last_post = -math.inf
@@ -911,8 +1055,8 @@ class StatisticsReporter:
                 for fresh in (self._pop_slot(), self._take_step(_LOCK_WAIT)):
                     if fresh is not None and (step_cur is None or fresh.seq > step_cur.seq):
                         step_cur = fresh  # replaces (coalesces) an older one
-                if epoch_cur is None and self._epoch_queue:
-                    epoch_cur = self._epoch_queue.popleft()
+                if epoch_cur is None:
+                    epoch_cur, epoch_key, waiting = self._next_epoch_end()
                 if step_cur is not None:
                     newest_epoch = epoch_cur.seq if epoch_cur is not None else 0
                     with contextlib.suppress(IndexError):
@@ -921,6 +1065,13 @@ class StatisticsReporter:
                         step_cur = None  # coalesced: a newer document will reach the server
                 current = epoch_cur if epoch_cur is not None else step_cur
                 self._inflight = (epoch_cur, step_cur)
+                if waiting and epoch_cur is None:
+                    # our oldest epoch end is with the spool's sender in another process:
+                    # nothing newer of ours may reach the server before it does
+                    if self._stop:
+                        return
+                    self._wakeup.wait(_SPOOL_POLL)
+                    continue
                 if current is None:
                     # nothing in hand: everything published before these checks is
                     # settled, unless something arrived meanwhile (then loop again)
@@ -937,7 +1088,8 @@ class StatisticsReporter:
                             or self._step_seq > self._taken_seq
                             or self._stop
                         ):
-                            self._wakeup.wait(_IDLE_WAIT)
+                            # with a shared spool: look for other processes' records
+                            self._wakeup.wait(_IDLE_WAIT if self._routing is None else _SPOOL_POLL)
                         self._idle = False
                     continue
 
@@ -957,27 +1109,30 @@ class StatisticsReporter:
                 outcome = self._post(current, attempts)
                 last_post = time.monotonic()
                 if outcome is None or outcome < 0:
+                    as_step = not current.epoch_end or current.seq in self._flush_seqs
                     if outcome is None:
                         self._sent += 1
-                        self._sent_steps += not current.epoch_end
-                        last_sent_seq = current.seq
+                        self._sent_steps += as_step
+                        last_sent_seq = max(last_sent_seq, current.seq)
                         if attempts:
                             logger.info(
                                 "statistics delivered again after %d failed tries", attempts
                             )
                     else:  # refused for good
                         self._failed += 1
-                        self._failed_steps += not current.epoch_end
+                        self._failed_steps += as_step
                         self._recent_failures.append(current.seq)
+                    self._flush_seqs.discard(current.seq)
                     # posted in seq order, and each document holds every earlier report:
                     # everything up to this one is settled now
                     if current.seq > self._settled_seq:
                         self._settled_seq = current.seq
-                    self._acknowledge(current)
+                    self._acknowledge(current, epoch_key if current is epoch_cur else None)
                     attempts = 0
                     retry_at = 0.0
                     if current is epoch_cur:
                         epoch_cur = None
+                        epoch_key = None
                     else:
                         step_cur = None
                 else:  # retry after `outcome` seconds
@@ -988,6 +1143,11 @@ class StatisticsReporter:
                         return
             except Exception:  # a bug here must not kill reporting for the rest of the run
                 logger.exception("statistics sender failed; continuing")
+                if epoch_cur is not None and epoch_key is not None:
+                    # a journal record that breaks the sender must not come back forever
+                    self._acknowledge(epoch_cur, epoch_key)
+                epoch_key = None
+                waiting = False
                 for lost in (epoch_cur, step_cur):
                     if lost is not None:
                         self._failed += 1
@@ -1079,26 +1239,81 @@ class StatisticsReporter:
             return float(min(retry_after, _RETRY.retry_after_max))
         return _RETRY.backoff(min(attempt, 64))
 
-    def _acknowledge(self, snapshot: Snapshot) -> None:
+    def _acknowledge(self, snapshot: Snapshot, key: Any = None) -> None:
+        """Tell the journal a snapshot is settled: our own (by seq), or a record (by key)."""
         if self._journal is None or not snapshot.epoch_end:
             return
         try:
-            self._journal.acknowledge(snapshot)
+            if key is not None:
+                if self._routing is not None:
+                    self._routing.acknowledge_record(key)
+            elif snapshot.seq > 0:  # replayed documents of a simple journal have no seq
+                self._journal.acknowledge(snapshot)
         except Exception as exc:
             _warn_once(self._warned, "journal.ack", "journal could not acknowledge: %s", exc)
 
     def _replay(self) -> None:
+        """Queue what a simple journal hands back, to go first with the usual retries.
+
+        Replayed documents are must-deliver snapshots with seq 0 (older than anything
+        this reporter reports): kept until the server takes them, retried with backoff
+        and Retry-After like any epoch end.
+        """
         assert self._journal is not None
         try:
-            documents = list(self._journal.replay())
+            documents = list(self._journal.replay())  # type: ignore[union-attr]
         except Exception as exc:
             _warn_once(self._warned, "journal.replay", "journal could not replay: %s", exc)
             return
         for document in documents:
+            self._replayed.append(Snapshot(0, dict(document), True, time.time()))
+
+    def _next_epoch_end(self) -> tuple[Snapshot | None, Any, bool]:
+        """The next must-deliver snapshot to post: (snapshot, journal key, waiting).
+
+        Without a routing journal: replayed documents, then our queue. With the spool:
+        whatever it says comes next in its order (``JournalRoute``); ``waiting`` is True
+        while another process is the sender and holds our oldest epoch end.
+        """
+        if self._replayed:
+            return self._replayed.popleft(), None, False
+        routing = self._routing
+        if routing is None:
             try:
-                self.sink.send(to_json_safe(document))
-            except Exception as exc:
-                _warn_once(self._warned, "replay", "replayed snapshot not sent: %s", exc)
+                return self._epoch_queue.popleft(), None, False
+            except IndexError:
+                return None, None, False
+        while True:
+            try:
+                head: Snapshot | None = self._epoch_queue[0]
+            except IndexError:
+                head = None
+            try:
+                route = routing.route(head)
+            except Exception as exc:  # the spool is a help; never stop sending for it
+                _warn_once(self._warned, "journal.route", "statistics spool failed: %s", exc)
+                route = JournalRoute("post_head" if head is not None else "none")
+            action = route.action
+            if action == "post_record" and route.document is not None:
+                created = route.created or time.time()
+                return Snapshot(0, route.document, True, created), route.key, False
+            if head is None:
+                return None, None, False
+            if action == "wait":
+                return None, None, True
+            if action == "settled":  # delivered by the spool's sender in another process
+                if self._epoch_queue and self._epoch_queue[0] is head:
+                    self._epoch_queue.popleft()
+                self._sent += 1
+                self._sent_steps += head.seq in self._flush_seqs
+                self._flush_seqs.discard(head.seq)
+                if head.seq > self._settled_seq:
+                    self._settled_seq = head.seq
+                continue
+            try:
+                return self._epoch_queue.popleft(), None, False
+            except IndexError:
+                return None, None, False
 
     # ------------------------------------------------------------------ process hooks
 

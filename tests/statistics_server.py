@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import tempfile
 import threading
 import time
 from collections import deque
@@ -96,6 +97,9 @@ class StatisticsServer:
         self.port = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        # this fake job's statistics spool (JOB_ID is fixed: a spool shared between
+        # tests would replay one test's leftovers into the next)
+        self._spool_root = tempfile.TemporaryDirectory(prefix="abeja-spool-")
 
     def start(self) -> StatisticsServer:
         server = _Server(("127.0.0.1", self.port), _Handler)
@@ -149,6 +153,7 @@ class StatisticsServer:
             "TRAINING_JOB_ID": JOB_ID,
             "PLATFORM_AUTH_TOKEN": TOKEN,
             "ABEJA_API_URL": self.url,
+            "ABEJA_RUNTIME_SPOOL_DIR": self._spool_root.name,
         }
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
