@@ -20,6 +20,7 @@ COMMAND_MODULES: list[str] = [
     "abeja_runtime.runner",
     "abeja_runtime.commands",
     "abeja_runtime.emulator.cli",
+    "abeja_runtime.sync_command",
 ]
 
 EXIT_OK = 0

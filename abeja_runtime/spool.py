@@ -472,14 +472,17 @@ class Spool:
             seq = next_seq
             # the counter first: a crash between the two leaves a gap, never a reused seq
             self._write_state(seq + 1, acked)
-            payload = b'{"seq":%d,"time":%.6f,"pid":%d,"writer":"%s","lseq":%d,"job":%s,"doc":%s}' % (
-                seq,
-                when,
-                os.getpid(),
-                self.writer.encode(),
-                lseq,
-                self._job_json,
-                doc.encode(),
+            payload = (
+                b'{"seq":%d,"time":%.6f,"pid":%d,"writer":"%s","lseq":%d,"job":%s,"doc":%s}'
+                % (
+                    seq,
+                    when,
+                    os.getpid(),
+                    self.writer.encode(),
+                    lseq,
+                    self._job_json,
+                    doc.encode(),
+                )
             )
             self._append_line(_line(payload))
         return seq
@@ -599,8 +602,11 @@ class Spool:
     def pending(self) -> list[SpoolRecord]:
         """The records not yet acknowledged, oldest first (sender only: reads new lines)."""
         if not self.try_become_sender():
-            raise SpoolBusyError(f"another process is sending the statistics spool {self.directory}")
-        self._refresh()
+            raise SpoolBusyError(
+                f"another process is sending the statistics spool {self.directory}"
+            )
+        with self._locked():  # whole lines only: a partial last line is a dead writer's
+            self._read_new(under_lock=True)
         return list(self._pending)
 
     def _refresh(self) -> None:
