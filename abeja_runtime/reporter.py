@@ -52,10 +52,19 @@ is a cheap no-op); in a forked child (a DataLoader worker) every reporter that e
 before the fork is disabled, and the process-wide default one stays disabled, so that
 workers neither post nor deadlock on a lock held at fork time.
 
-Design notes, for the durable spool to come: a must-deliver snapshot is a
-:class:`Snapshot` in ``_epoch_queue``; a :class:`SnapshotJournal` passed as ``journal``
-sees each one before ``report()`` returns (``record``), after the server took it
-(``acknowledge``), and may hand back what an earlier process left (``replay``).
+Durability: inside a job, must-deliver snapshots (epoch ends, and the latest step
+document when ``flush()`` runs, at exit or on SIGTERM) are also written to an on-disk
+spool (:mod:`abeja_runtime.spool`) before ``report()``/``flush()`` returns, and removed
+once the server took them. The write encodes the document to JSON on the training
+thread, which reads tensor values (a CUDA sync) at epoch ends only; step reports never
+touch the spool. A restarted process of the same job sends what is left first, in
+order, retried like any epoch end; several processes of one job share the spool and
+exactly one of them sends; ``abeja-runtime sync`` sends a leftover spool by hand. A
+:class:`SnapshotJournal` (``journal=``) sees each must-deliver snapshot before
+``report()`` returns (``record``), after the server took it (``acknowledge``), and may
+hand back what an earlier process left (``replay``: posted first, kept until
+delivered); a :class:`RoutingJournal` (the spool) also decides the order of the job's
+records across processes.
 
 Outside a training job nothing fails: snapshots go to a JSON-lines file in the result
 dir and one log line says where.
@@ -80,6 +89,11 @@ Environment variables (read when a reporter is created):
     ``0``/``false`` stops the default reporter from installing its SIGTERM handler
     (for a program that must die at once on SIGTERM even inside a long C call, or that
     manages signals itself and calls ``flush()``); default on.
+``ABEJA_RUNTIME_SPOOL``
+    ``0``/``false`` turns the on-disk spool off (default on when reporting to a job).
+``ABEJA_RUNTIME_SPOOL_DIR``
+    root of the spools, one directory per job id (default
+    ``<ABEJA_STORAGE_DIR_PATH, else ABEJA_TRAINING_RESULT_DIR, else .>/.abeja-runtime/spool``).
 """
 
 from __future__ import annotations
@@ -414,7 +428,14 @@ class StatisticsReporter:
             (:func:`abeja_runtime.job.rank_info`). Only rank 0 posts.
         strict: raise :class:`StatisticsError` from ``report()`` for a value that can
             never be sent (default); when False, log it once and ignore that report.
-        journal: durable store for epoch-end snapshots (see :class:`SnapshotJournal`).
+        journal: durable store for epoch-end snapshots (see :class:`SnapshotJournal`);
+            default: the on-disk spool when reporting to a job.
+        spool: ``False`` turns the default spool off, ``True`` turns it on (outside a
+            job it then needs ``spool_dir``); default: ``ABEJA_RUNTIME_SPOOL`` (on)
+            when reporting to a job's API.
+        spool_dir: this reporter's spool directory (default:
+            ``<ABEJA_RUNTIME_SPOOL_DIR>/<training job id>``); given, it turns the
+            spool on.
 
     Raises:
         ConfigurationError: an argument or one of the environment variables above is
@@ -540,8 +561,8 @@ class StatisticsReporter:
 
         ``spool=None`` follows ``ABEJA_RUNTIME_SPOOL`` (default on) for an API sink, and
         is on when ``spool_dir`` is given; ``spool=True`` without a job needs
-        ``spool_dir``. A spool that cannot be set up by default is logged and left out
-        (reporting goes on from memory); one asked for explicitly raises.
+        ``spool_dir``. Nothing touches the disk here: a spool that cannot be written
+        later is logged once and reporting goes on from memory.
         """
         from .spool import default_spool_dir, spool_enabled
 
