@@ -40,6 +40,7 @@ from .errors import (
     JobContextError,
 )
 from .multipart import FilePart, MultipartBody
+from .spool import RUNTIME_DIR_NAME
 
 __all__ = [
     "ModelChecksumError",
@@ -148,13 +149,18 @@ def _check_readable(path: Path) -> None:
         raise InvalidDataFormat(f"{str(path)!r} cannot be read: {exc.strerror or exc}") from None
 
 
+#: directories never zipped into a model: this library's own working files
+_MODEL_EXCLUDED_DIRS = frozenset({RUNTIME_DIR_NAME})
+
+
 def _tree_files(root: Path) -> list[tuple[Path, str]]:
     """``(file, name in the zip)`` for every file of the model directory (see ``tree_files``)."""
 
     def skipped(path: Path, why: str) -> None:
         logger.warning("model directory: skipping %s (%s)", path, why)
 
-    entries = list(tree_files(root, on_skip=skipped))
+    # the spool (``.abeja-runtime/spool``) may live in the result dir that is uploaded
+    entries = list(tree_files(root, exclude_names=_MODEL_EXCLUDED_DIRS, on_skip=skipped))
     for path, _name in entries:
         _check_readable(path)
     return entries

@@ -109,7 +109,9 @@ DATA_FILE_NAME = "records.log"
 STATE_FILE_NAME = "state"
 LOCK_NAME = "spool.lock"
 SENDER_LOCK_NAME = "sender.lock"
-SPOOL_SUBDIR = os.path.join(".abeja-runtime", "spool")
+#: the library's own working directory name (never part of an uploaded model or source)
+RUNTIME_DIR_NAME = ".abeja-runtime"
+SPOOL_SUBDIR = os.path.join(RUNTIME_DIR_NAME, "spool")
 
 #: the state line: "<crc> <next seq> <acknowledged seq>\n", fixed width so that an
 #: in-place rewrite never leaves old bytes behind

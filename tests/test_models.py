@@ -92,6 +92,31 @@ def test_upload_directory_tree(job_env: dict[str, str], client: Any, tmp_path: P
     assert not (out / "leak").exists()
 
 
+def test_statistics_spool_in_the_result_dir_is_not_uploaded(
+    job_env: dict[str, str], client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without a storage dir the spool defaults to the result dir, which is what a job
+    # (and the runner) uploads as its model: the spool's files must stay out of it.
+    from abeja_runtime.spool import Spool, default_spool_dir
+
+    root = tmp_path / "result"
+    root.mkdir()
+    (root / "model.pt").write_bytes(os.urandom(1_000))
+    monkeypatch.delenv("ABEJA_RUNTIME_SPOOL_DIR", raising=False)
+    monkeypatch.delenv("ABEJA_STORAGE_DIR_PATH", raising=False)
+    monkeypatch.setenv("ABEJA_TRAINING_RESULT_DIR", str(root))
+    spool_dir = default_spool_dir(job_env["TRAINING_JOB_ID"])
+    spool = Spool(spool_dir)
+    try:
+        spool.append({"epoch": 1, "train": {"loss": 0.5}})
+        assert spool_dir.is_relative_to(root) and any(spool_dir.iterdir())
+        model = upload_model(root, client=client, metrics={})
+    finally:
+        spool.close()
+    out = download_model(model["training_model_id"], tmp_path / "out", client=client)
+    assert _tree(out) == {"model.pt": (root / "model.pt").read_bytes()}
+
+
 def test_upload_existing_zip_is_sent_as_is(
     job_env: dict[str, str], client: Any, emu: Emulator, tmp_path: Path
 ) -> None:
