@@ -23,13 +23,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .errors import AbejaRuntimeError, ConfigurationError, HttpError
 from .exit_codes import EXIT_FAILURE, EXIT_OK, exit_code_for_error
 
-__all__ = ["register", "sync_spool"]
+__all__ = ["deliver_spool", "register", "sync_spool"]
 
 #: refusals that concern one record only: skip it, go on with the next
 _SKIP_STATUSES = frozenset({400, 422})
@@ -37,6 +38,10 @@ _SKIP_STATUSES = frozenset({400, 422})
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+def _complain(text: str) -> None:
+    print(f"abeja-runtime sync: {text}", file=sys.stderr, flush=True)
 
 
 def _describe(document: dict[str, Any]) -> str:
@@ -47,72 +52,119 @@ def _describe(document: dict[str, Any]) -> str:
     return " ".join(parts) or "statistics"
 
 
-def sync_spool(directory: Path, *, organization: str | None = None) -> int:
-    """Send every record of the spool in ``directory``; returns the exit code.
-
-    Raises:
-        ConfigurationError: no usable API configuration (see :func:`open_target`).
-    """
-    from .api_target import open_target
+def _open_pending(
+    directory: Path, say: Callable[[str], None], complain: Callable[[str], None]
+) -> tuple[Any, list[Any] | None]:
+    """The spool in ``directory`` (as its sender) and its records; None when busy."""
     from .spool import DATA_FILE_NAME, Spool, SpoolBusyError
 
     if not (directory / DATA_FILE_NAME).exists():
         raise ConfigurationError(f"no statistics spool in {directory}")
     spool = Spool(directory)
     try:
+        records = spool.pending()
+    except SpoolBusyError as exc:
+        complain(f"{exc} (a process of the job is running?)")
+        return spool, None
+    except BaseException:
+        spool.close()
+        raise
+    if spool.damaged:
+        say(f"skipped {spool.damaged} damaged record(s) (see the warnings above)")
+    return spool, records
+
+
+def _deliver(
+    spool: Any,
+    records: list[Any],
+    client: Any,
+    organization: str | None,
+    say: Callable[[str], None],
+) -> int:
+    """Post ``records`` in order, acknowledging each; remove the spool when all are done."""
+    sent = skipped = 0
+    for record in records:
+        job = record.job or {}
+        name = job.get("job_definition_name") or os.environ.get("TRAINING_JOB_DEFINITION_NAME", "")
+        job_id = job.get("training_job_id") or os.environ.get("TRAINING_JOB_ID", "")
+        org = job.get("organization_id") or organization
+        if not name or not job_id or not org:
+            raise ConfigurationError(
+                f"record {record.seq} names no job; set TRAINING_JOB_DEFINITION_NAME "
+                "and TRAINING_JOB_ID (and --organization)"
+            )
+        label = f"record {record.seq} ({_describe(record.document)}) to job {job_id}"
         try:
-            records = spool.pending()
-        except SpoolBusyError as exc:
-            print(f"abeja-runtime sync: {exc} (a process of the job is running?)", file=sys.stderr)
+            client.update_statistics(org, name, job_id, record.document)
+        except HttpError as exc:
+            if exc.status_code in _SKIP_STATUSES:
+                skipped += 1
+                say(f"skipped {label}: refused ({exc})")
+                spool.acknowledge_seq(record.seq)
+                continue
+            say(f"stopped at {label}: {exc}; {len(records) - sent - skipped} left")
+            return exit_code_for_error(exc)
+        except AbejaRuntimeError as exc:
+            say(f"stopped at {label}: {exc}; {len(records) - sent - skipped} left")
+            return exit_code_for_error(exc)
+        spool.acknowledge_seq(record.seq)
+        sent += 1
+        say(f"sent {label}")
+    spool.remove()
+    say(f"sent {sent}, skipped {skipped}; removed {spool.directory}")
+    return EXIT_OK
+
+
+def deliver_spool(
+    directory: Path,
+    client: Any,
+    *,
+    organization: str | None = None,
+    say: Callable[[str], None] = _say,
+) -> int:
+    """Post every record of the spool in ``directory`` with ``client``; the exit code.
+
+    The spool is removed once every record was delivered (or refused as malformed).
+    ``abeja-runtime run`` calls this after its handler ended, so that what a killed
+    handler left is delivered before the job gets its final status.
+
+    Raises:
+        ConfigurationError: no spool in ``directory``, or a record names no job and the
+            environment does not either.
+    """
+    spool, records = _open_pending(directory, say, say)
+    try:
+        if records is None:
             return EXIT_FAILURE
-        if spool.damaged:
-            _say(f"skipped {spool.damaged} damaged record(s) (see the warnings above)")
+        return _deliver(spool, records, client, organization, say)
+    finally:
+        spool.close()
+
+
+def sync_spool(directory: Path, *, organization: str | None = None) -> int:
+    """Send every record of the spool in ``directory``; returns the exit code.
+
+    Raises:
+        ConfigurationError: no spool in ``directory``, or no usable API configuration
+            (see :func:`open_target`).
+    """
+    from .api_target import open_target
+
+    spool, records = _open_pending(directory, _say, _complain)
+    try:
+        if records is None:
+            return EXIT_FAILURE
         if not records:
             spool.remove()
             _say(f"nothing to send; removed {directory}")
             return EXIT_OK
-        org = organization or next((r.job.get("organization_id") for r in records if r.job), None)
-        sent = skipped = 0
+        org = organization or next(
+            (r.job.get("organization_id") for r in records if r.job), None
+        )
         with open_target(
             org, announce=lambda line: print(line, file=sys.stderr), brief=True
         ) as target:
-            client = target.client
-            for record in records:
-                job = record.job or {}
-                name = job.get("job_definition_name") or os.environ.get(
-                    "TRAINING_JOB_DEFINITION_NAME", ""
-                )
-                job_id = job.get("training_job_id") or os.environ.get("TRAINING_JOB_ID", "")
-                if not name or not job_id:
-                    raise ConfigurationError(
-                        f"record {record.seq} names no job; set TRAINING_JOB_DEFINITION_NAME "
-                        "and TRAINING_JOB_ID"
-                    )
-                label = f"record {record.seq} ({_describe(record.document)}) to job {job_id}"
-                try:
-                    client.update_statistics(
-                        job.get("organization_id") or target.organization_id,
-                        name,
-                        job_id,
-                        record.document,
-                    )
-                except HttpError as exc:
-                    if exc.status_code in _SKIP_STATUSES:
-                        skipped += 1
-                        _say(f"skipped {label}: refused ({exc})")
-                        spool.acknowledge_seq(record.seq)
-                        continue
-                    _say(f"stopped at {label}: {exc}; {len(records) - sent - skipped} left")
-                    return exit_code_for_error(exc)
-                except AbejaRuntimeError as exc:
-                    _say(f"stopped at {label}: {exc}; {len(records) - sent - skipped} left")
-                    return exit_code_for_error(exc)
-                spool.acknowledge_seq(record.seq)
-                sent += 1
-                _say(f"sent {label}")
-        spool.remove()
-        _say(f"sent {sent}, skipped {skipped}; removed {directory}")
-        return EXIT_OK
+            return _deliver(spool, records, target.client, org or target.organization_id, _say)
     finally:
         spool.close()
 

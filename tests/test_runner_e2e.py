@@ -114,6 +114,21 @@ def handler(context):
         time.sleep(0.1)
 """
 
+# Reports three epoch ends while its API is unreachable (so they wait in the spool), then
+# dies by SIGKILL: no exit flush, nothing posted.
+KILLED = """
+import os, signal
+import abeja_runtime
+
+def handler(context):
+    os.environ["ABEJA_API_URL"] = "http://127.0.0.1:9"  # read when the reporter is made
+    for epoch in range(1, 4):
+        abeja_runtime.report(
+            epoch=epoch, num_epochs=3, train={"loss": 1.0 / epoch}, epoch_end=True
+        )
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
 BROKEN = """
 notcallable = 42
 
@@ -133,6 +148,7 @@ def source(tmp_path: Path) -> Path:
         "long.py": LONG,
         "stubborn.py": STUBBORN,
         "broken.py": BROKEN,
+        "killed.py": KILLED,
     }.items():
         (directory / name).write_text(textwrap.dedent(code), encoding="utf-8")
     return directory
@@ -348,6 +364,22 @@ def test_handler_exception_fails_the_job(
     assert job["statistics"]["stages"]["train"] == {"loss": 0.9}
     models = client.get_training_models(emu.organization_id, "project")["entries"]
     assert [m for m in models if m["training_job_id"] == job_id] == []
+
+
+def test_what_a_killed_handler_left_in_its_spool_is_delivered_before_the_status(
+    source: Path, base_env: dict[str, str], tmp_path: Path, reopen: Callable[[], Emulator]
+) -> None:
+    done = _run(["run", "killed:handler", "--source", str(source)], base_env, tmp_path)
+    assert done.returncode != 0, done.stdout + done.stderr
+    assert "delivered 3 statistics the handler left in its spool" in done.stdout + done.stderr
+    job_id = _job_id(done.stdout)
+    emu = reopen()
+    history = emu.statistics_history("project", job_id)
+    assert [entry["statistics"]["epoch"] for entry in history] == [1, 2, 3]
+    job = emu.client().get_training_job(emu.organization_id, "project", job_id)
+    assert job["status"] == "Failed"
+    assert job["statistics"]["epoch"] == 3
+    assert job["statistics"]["stages"]["train"] == {"loss": 1.0 / 3}
 
 
 def test_every_job_variable_dataset_and_env_reach_the_handler(
