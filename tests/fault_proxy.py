@@ -8,10 +8,14 @@ post is seen, timed and decided on its own. Modes, switchable at any time:
   without forwarding;
 * ``"drop"``: forward, then close the connection without answering (the server has
   the document; the client cannot know);
+* ``"swallow"``: read the whole request, then close the connection without forwarding
+  it (the server never saw it; the client cannot know either);
 * ``"refuse"``: :meth:`refuse` closes the listener (connection refused) until
   :meth:`restore`.
 
-``posts`` holds (monotonic time, mode) for every statistics POST that reached the proxy.
+Faults apply to POSTs whose request line contains ``target`` (default: statistics
+posts); with ``faults_left`` set, only to that many of them, then the proxy forwards.
+``posts`` holds (monotonic time, mode) for every such POST that reached the proxy.
 """
 
 from __future__ import annotations
@@ -47,9 +51,13 @@ def _read_request(conn: socket.socket) -> bytes:
 class FaultProxy:
     """See the module docstring."""
 
-    def __init__(self, upstream_port: int) -> None:
+    def __init__(
+        self, upstream_port: int, *, target: bytes = b"/statistics", mode: str = "pass"
+    ) -> None:
         self.upstream_port = upstream_port
-        self.mode = "pass"
+        self.target = target
+        self.mode = mode
+        self.faults_left: int | None = None
         self.latency = 0.0
         self.status = 503
         self.retry_after: float | None = None
@@ -89,12 +97,19 @@ class FaultProxy:
             if not request:
                 return
             first = request.split(b"\r\n", 1)[0]
-            is_post = first.startswith(b"POST ") and b"/statistics" in first
-            mode = self.mode
+            is_post = first.startswith(b"POST ") and self.target in first
+            mode = self.mode if is_post else "pass"
             if is_post:
                 with self.lock:
+                    if mode != "pass" and self.faults_left is not None:
+                        if self.faults_left <= 0:
+                            mode = "pass"
+                        else:
+                            self.faults_left -= 1
                     self.posts.append((time.monotonic(), mode))
-            if mode == "status" and is_post:
+            if mode == "swallow":
+                return  # read, never forwarded, never answered
+            if mode == "status":
                 body = json.dumps(
                     {"error": "injected", "error_description": f"injected {self.status}"}
                 ).encode()
@@ -118,7 +133,7 @@ class FaultProxy:
                         response += chunk
             except OSError:
                 return
-            if mode == "drop" and is_post:
+            if mode == "drop":
                 return  # forwarded, never answered
             # make the client reconnect for the next request
             response = response.replace(b"\r\n\r\n", b"\r\nConnection: close\r\n\r\n", 1)
