@@ -21,7 +21,8 @@
   var HEAD_KEYS = { epoch: 1, num_epochs: 1, progress_percentage: 1, stages: 1 };
 
   var state = window.abejaDashboard = {
-    page: "", charts: {}, points: 0, polls: 0, ready: false, errors: [], jobs: {}
+    page: "", charts: {}, points: 0, polls: 0, pollMs: POLL_MS, ready: false, errors: [],
+    jobs: {}
   };
 
   function tokenFromFragment() {
