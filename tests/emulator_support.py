@@ -16,6 +16,12 @@ import requests
 from abeja_runtime.emulator import Emulator
 
 
+def job_statistics(emu: Emulator, env: dict[str, str]) -> list[dict[str, Any]]:
+    """Every statistics document the job of ``env`` (a job's environment) received, in order."""
+    entries = emu.statistics_history(env["TRAINING_JOB_DEFINITION_NAME"], env["TRAINING_JOB_ID"])
+    return [entry["statistics"] for entry in entries]
+
+
 def zip_bytes(files: dict[str, bytes] | None = None) -> bytes:
     """A small zip archive holding ``files``."""
     buf = io.BytesIO()

@@ -13,6 +13,8 @@ import pytest
 
 pytest.importorskip("werkzeug")
 
+from emulator_support import job_statistics
+
 from abeja_runtime import reporter as reporter_module
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.job import JobContext
@@ -23,11 +25,6 @@ from abeja_runtime.reporter import StatisticsReporter
 def emulator() -> Iterator[Emulator]:
     with Emulator() as emu:
         yield emu
-
-
-def history(emu: Emulator, env: dict[str, str]) -> list[dict[str, Any]]:
-    entries = emu.statistics_history(env["TRAINING_JOB_DEFINITION_NAME"], env["TRAINING_JOB_ID"])
-    return [entry["statistics"] for entry in entries]
 
 
 def test_training_loop_statistics_reach_the_emulator(
@@ -58,7 +55,7 @@ def test_training_loop_statistics_reach_the_emulator(
     finally:
         reporter_module.set_reporter(previous)
         reporter.close(5)
-    docs = history(emulator, env)
+    docs = job_statistics(emulator, env)
     epoch_ends = [doc for doc in docs if "validation" in doc.get("stages", {})]
     assert [doc["epoch"] for doc in epoch_ends] == list(range(num_epochs))
     assert epoch_ends[0]["stages"]["validation"]["accuracy"] == 0.0  # zero kept
@@ -91,7 +88,7 @@ def test_handler_process_reports_into_its_job(emulator: Emulator, tmp_path: Any)
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == env["TRAINING_JOB_ID"]
-    assert history(emulator, env) == [
+    assert job_statistics(emulator, env) == [
         {"epoch": e, "num_epochs": 3, "stages": {"train": {"loss": 1 / (e + 1)}}} for e in range(3)
     ]
     assert JobContext.from_env(env).training_job_id == env["TRAINING_JOB_ID"]

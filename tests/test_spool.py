@@ -25,6 +25,7 @@ import pytest
 
 pytest.importorskip("werkzeug")
 
+from emulator_support import job_statistics
 from fault_proxy import FaultProxy
 
 from abeja_runtime import cli
@@ -41,10 +42,6 @@ def emulator() -> Iterator[Emulator]:
     with Emulator() as emu:
         yield emu
 
-
-def history(emu: Emulator, env: dict[str, str]) -> list[dict[str, Any]]:
-    entries = emu.statistics_history(env["TRAINING_JOB_DEFINITION_NAME"], env["TRAINING_JOB_ID"])
-    return [entry["statistics"] for entry in entries]
 
 
 def child_env(env: dict[str, str], spool_root: Path, **extra: str) -> dict[str, str]:
@@ -232,7 +229,7 @@ def test_two_processes_report_into_one_job(emulator: Emulator, tmp_path: Path) -
         out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
         assert out.split() == ["True"], err
-    docs = history(emulator, env)
+    docs = job_statistics(emulator, env)
     for name in ("a", "b"):
         ends = [d["epoch"] for d in docs if d.get("who") == name and "validation" in d["stages"]]
         # every epoch end of each process, in that process's order (duplicates harmless)
@@ -277,7 +274,7 @@ def test_sigkill_then_restart_delivers_every_reported_epoch_end(
         timeout=120,
     )
     assert again.returncode == 0, again.stderr
-    docs = history(emulator, env)
+    docs = job_statistics(emulator, env)
     first = [d["epoch"] for d in docs if d.get("who") == "first" and "validation" in d["stages"]]
     assert set(reported) <= set(first), (reported, first)
     assert first == sorted(first)
@@ -316,7 +313,7 @@ def test_429_storm_retry_after_honoured(emulator: Emulator, tmp_path: Path) -> N
     assert 3 <= len(storm) <= 6, storm
     gaps = [b - a for a, b in itertools.pairwise(storm)]
     assert min(gaps) >= 0.9, gaps  # never more than one post per Retry-After interval
-    docs = history(emulator, env)
+    docs = job_statistics(emulator, env)
     assert [d["epoch"] for d in docs if "validation" in d.get("stages", {})] == list(range(5))
 
 
@@ -372,7 +369,7 @@ def test_sync_dir_delivers_a_leftover_spool_then_removes_it(
     assert cli.main(["sync", "--dir", str(directory)]) == 0
     out = capsys.readouterr().out
     assert "sent 3, skipped 0" in out and "damaged" in out
-    assert [d["epoch"] for d in history(emulator, env)] == [0, 1, 2]
+    assert [d["epoch"] for d in job_statistics(emulator, env)] == [0, 1, 2]
     assert not directory.exists()
     assert cli.main(["sync", "--dir", str(directory)]) == 2  # nothing there: usage error
 
