@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from ._version import __version__
 from .errors import AbejaRuntimeError
+from .exit_codes import EXIT_USAGE, exit_code_for_error
 
 #: modules providing ``register(subparsers)``, in the order of ``--help``
 COMMAND_MODULES: list[str] = [
@@ -23,9 +24,6 @@ COMMAND_MODULES: list[str] = [
     "abeja_runtime.sync_command",
 ]
 
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,9 +52,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("abeja-runtime: interrupted", file=sys.stderr)
         return 130
-    except AbejaRuntimeError as exc:
+    except AbejaRuntimeError as exc:  # a command's own error the command did not map
         print(f"abeja-runtime: error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
+        return exit_code_for_error(exc)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -399,6 +399,25 @@ def test_sync_stops_when_unreachable_and_keeps_the_rest(
     proxy.close()
 
 
+def test_sync_refuses_a_missing_job_and_a_busy_spool_clearly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    monkeypatch.delenv("TRAINING_JOB_ID", raising=False)
+    assert cli.main(["sync"]) == 2  # no --dir and no job in the environment
+    assert "--dir" in capsys.readouterr().err
+    directory = tmp_path / "busy"
+    live = Spool(directory)  # a live process of the job, sending
+    live.append({"epoch": 0})
+    assert live.try_become_sender()
+    try:
+        assert cli.main(["sync", "--dir", str(directory)]) == 1
+        captured = capsys.readouterr()
+        assert "another process is sending" in captured.err and captured.out == ""
+        assert [r.document for r in live.pending()] == [{"epoch": 0}]  # nothing lost
+    finally:
+        live.close()
+
+
 def test_reporter_records_survive_a_broken_spool_dir(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a dir")
