@@ -450,12 +450,19 @@ class Spool:
     # ------------------------------------------------------------------ writing
 
     def append(
-        self, document: Mapping[str, Any], *, lseq: int = 0, created: float | None = None
+        self,
+        document: Mapping[str, Any],
+        *,
+        lseq: int = 0,
+        created: float | None = None,
+        track: bool = False,
     ) -> int:
         """Write one must-deliver document; returns its spool ``seq``.
 
         Runs on the reporting thread: converts the document to JSON (reading tensor
-        values) outside the lock, then appends under it. No fsync.
+        values) outside the lock, then appends under it. No fsync. With ``track`` the
+        record is this writer's snapshot ``lseq``, known as such (see :meth:`route`)
+        before this process's sender can read the line.
 
         Raises:
             OSError: the spool cannot be written (full disk, read-only file system).
@@ -487,14 +494,15 @@ class Spool:
                 )
             )
             self._append_line(_line(payload))
+            if track:  # still under the thread lock: before this process's sender reads it
+                self._mine[lseq] = seq
         return seq
 
     # ------------------------------------------------------------------ journal protocol
 
     def record(self, snapshot: Snapshot) -> None:
         """Journal hook: write an epoch-end snapshot before ``report()`` returns."""
-        seq = self.append(snapshot.document, lseq=snapshot.seq, created=snapshot.created)
-        self._mine[snapshot.seq] = seq
+        self.append(snapshot.document, lseq=snapshot.seq, created=snapshot.created, track=True)
 
     def acknowledge(self, snapshot: Snapshot) -> None:
         """Journal hook: the server took (or refused for good) our own ``snapshot``."""
@@ -552,6 +560,11 @@ class Spool:
         if not self._pending:
             return JournalRoute("post_head" if head is not None else "none")
         record = self._pending[0]
+        if head is None and record.writer == self.writer and record.lseq in self._mine:
+            # our own snapshot, recorded but not yet in the reporter's queue (record()
+            # runs just before the reporter queues it): it comes back as ``head`` and is
+            # posted and counted once, as our own
+            return JournalRoute("none")
         if spooled is not None and record.seq == spooled:
             return JournalRoute("post_head", key=record.seq)
         return JournalRoute(

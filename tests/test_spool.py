@@ -132,6 +132,24 @@ def test_one_sender_at_a_time(tmp_path: Path) -> None:
     second.close()
 
 
+def test_own_record_not_yet_queued_is_left_for_the_reporter(tmp_path: Path) -> None:
+    # record() writes the line just before the reporter queues the snapshot; a sender
+    # that looks in between must not post it as a foreign record (it would be posted
+    # once but counted twice: once as a record, again when it comes back as the head)
+    spool, other = Spool(tmp_path), Spool(tmp_path)
+    try:
+        spool.append({"epoch": 0}, lseq=7, track=True)
+        assert spool.try_become_sender()
+        assert spool.route(None).action == "none"
+        other.append({"epoch": 1}, lseq=1, track=True)  # another process's record
+        spool.acknowledge_seq(1)
+        route = spool.route(None)
+        assert (route.action, route.document, route.key) == ("post_record", {"epoch": 1}, 2)
+    finally:
+        other.close()
+        spool.close()
+
+
 def test_token_never_written(emulator: Emulator, tmp_path: Path) -> None:
     env = emulator.create_job("spool-token")
     proxy = FaultProxy(emulator.port)
