@@ -1144,18 +1144,22 @@ class StatisticsReporter:
                         self._failed_steps += as_step
                         self._recent_failures.append(current.seq)
                     self._flush_seqs.discard(current.seq)
-                    # posted in seq order, and each document holds every earlier report:
-                    # everything up to this one is settled now
-                    if current.seq > self._settled_seq:
-                        self._settled_seq = current.seq
-                    self._acknowledge(current, epoch_key if current is epoch_cur else None)
-                    attempts = 0
-                    retry_at = 0.0
+                    key = epoch_key if current is epoch_cur else None
                     if current is epoch_cur:
                         epoch_cur = None
                         epoch_key = None
                     else:
                         step_cur = None
+                    # no longer in flight before it is settled: a flush that returns on
+                    # the settlement must not count it as pending
+                    self._inflight = (epoch_cur, step_cur)
+                    # posted in seq order, and each document holds every earlier report:
+                    # everything up to this one is settled now
+                    if current.seq > self._settled_seq:
+                        self._settled_seq = current.seq
+                    self._acknowledge(current, key)
+                    attempts = 0
+                    retry_at = 0.0
                 else:  # retry after `outcome` seconds
                     self._retried += 1
                     attempts += 1
@@ -1169,14 +1173,14 @@ class StatisticsReporter:
                     self._acknowledge(epoch_cur, epoch_key)
                 epoch_key = None
                 waiting = False
-                for lost in (epoch_cur, step_cur):
-                    if lost is not None:
-                        self._failed += 1
-                        self._failed_steps += not lost.epoch_end
-                        self._recent_failures.append(lost.seq)
-                        self._settled_seq = max(self._settled_seq, lost.seq)
+                lost_ones = [x for x in (epoch_cur, step_cur) if x is not None]
                 epoch_cur = step_cur = None
                 self._inflight = (None, None)
+                for lost in lost_ones:
+                    self._failed += 1
+                    self._failed_steps += not lost.epoch_end
+                    self._recent_failures.append(lost.seq)
+                    self._settled_seq = max(self._settled_seq, lost.seq)
                 time.sleep(0.1)
 
     def _pop_slot(self) -> Snapshot | None:
