@@ -55,6 +55,7 @@ from .http import HttpTransport, Timeout
 from .jsonsafe import to_json_safe
 from .multipart import MultipartBody, ensure_binary_readable
 from .retry import RetryPolicy
+from .statistics_rules import check_document, check_wire_document
 
 __all__ = [
     "ENV_JOB_DEFINITION_NAME",
@@ -198,7 +199,8 @@ def _statistics_dict(statistics: Any) -> Any:
             "statistics must be a dict or an object with get_statistics(), got "
             f"{type(statistics).__name__}"
         )
-    return to_json_safe(statistics, "statistics")
+    # the same rules as report() and the server: refused here, before any request
+    return check_wire_document(to_json_safe(check_document(statistics), "statistics"))
 
 
 class _Upload:

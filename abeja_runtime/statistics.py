@@ -11,25 +11,36 @@ constructor, ``STAGE_TRAIN``/``STAGE_VALIDATION``, ``add_stage``, ``get_statisti
 * numpy/torch scalars and 0-d tensors become plain numbers, and NaN/Infinity become the
   strings ``"NaN"``/``"Infinity"``/``"-Infinity"`` (the public class produces invalid
   JSON or a ``TypeError`` deep inside ``requests``);
-* a value that can never be sent (an object, a 10-element array) is a
-  :class:`~abeja_runtime.errors.StatisticsError` at the line that passed it.
+* a value the platform would refuse (an object, a 10-element array, ``"51%"`` as an
+  accuracy, ``epoch`` past ``num_epochs``, a document over 1 MiB) is a
+  :class:`~abeja_runtime.errors.StatisticsError` at the line that passed it. The rules
+  live in :mod:`abeja_runtime.statistics_rules`, shared with the reporter, the client
+  and the emulator; ``check_value``/``check_document``/``check_epoch``/``check_progress``
+  are re-exported here for existing imports.
 
-Two levels of checking, on purpose. :func:`check_value` is the *call-site* check: it
-looks only at types and shapes, so it costs nanoseconds and never touches a tensor's
-data, which matters because reading a CUDA tensor (``.item()``) waits for the GPU and
-would stall the training loop. The conversion to numbers (:func:`to_json_safe`) runs
-later, on the reporter's sender thread, or when :meth:`Statistics.get_statistics` is
-called explicitly.
+The call-site checks look only at types, shapes and dtypes, never at a tensor's data:
+reading a CUDA tensor (``.item()``) waits for the GPU and would stall the training loop.
+The conversion to numbers (:func:`to_json_safe`) runs later, on the reporter's sender
+thread, or when :meth:`Statistics.get_statistics` is called explicitly.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from .errors import StatisticsError
-from .jsonsafe import is_tensor_like, to_json_safe
+from .jsonsafe import to_json_safe
+from .statistics_rules import (
+    METRIC_KEYS,
+    check_document,
+    check_epoch,
+    check_epoch_order,
+    check_metric,
+    check_progress,
+    check_stage_name,
+    check_value,
+)
 
 __all__ = [
     "STAGES",
@@ -43,172 +54,6 @@ __all__ = [
 
 STATISTICS = dict[str, Any]
 STAGES = dict[str, STATISTICS]
-
-_MAX_DEPTH = 32
-_PLAIN = (str, int, float)
-
-
-def _shape_size(value: Any) -> int | None:
-    shape = getattr(value, "shape", ())
-    try:
-        size = 1
-        for dim in shape:
-            size *= int(dim)
-    except TypeError:
-        return None
-    return size
-
-
-def check_value(value: Any, path: str, _depth: int = 0) -> Any:
-    """Check that ``value`` can be sent, without reading tensor data; return what to keep.
-
-    Plain values are returned as they are, dicts and lists as shallow copies (so later
-    mutation by the caller does not change what was reported), and tensors that
-    require grad are detached (so a reported loss does not keep its autograd graph
-    alive until it is sent). Nothing here synchronises a GPU.
-
-    Args:
-        value: the value to check.
-        path: where it sits (``stages.train.loss``), for the error message.
-
-    Raises:
-        StatisticsError: the value is of a type that can never be sent, or an
-            array/tensor with more than one element.
-    """
-    kind = type(value)
-    if kind is float or kind is int or kind is str or kind is bool or value is None:
-        return value
-    if isinstance(value, _PLAIN):  # subclasses: numpy float64, IntEnum, str enums
-        return value
-    if _depth > _MAX_DEPTH:
-        raise StatisticsError(f"{path}: nested too deeply (a reference cycle?)")
-    if isinstance(value, Mapping):
-        out: dict[str, Any] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise StatisticsError(f"{path}: keys must be strings, got {key!r}")
-            out[key] = check_value(item, f"{path}.{key}", _depth + 1)
-        return out
-    if isinstance(value, (list, tuple)):
-        return [check_value(item, f"{path}[{i}]", _depth + 1) for i, item in enumerate(value)]
-    if is_tensor_like(value):
-        size = _shape_size(value)
-        if size is not None and size != 1:
-            raise StatisticsError(
-                f"{path}: expected a scalar, got an array/tensor of shape "
-                f"{tuple(getattr(value, 'shape', ()))}; reduce it first (e.g. .mean())"
-            )
-        if getattr(value, "requires_grad", False):
-            value = value.detach()
-        return value
-    raise StatisticsError(
-        f"{path}: {type(value).__name__} is not a JSON value; use a number, string, bool, "
-        "None, a numpy/torch scalar, or a dict/list of those"
-    )
-
-
-def _number(value: Any, path: str) -> float | int:
-    """A real number now (epoch/progress are needed as numbers at once, not later)."""
-    if is_tensor_like(value):
-        check_value(value, path)
-        value = to_json_safe(value, path)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise StatisticsError(f"{path}: must be a number, got {type(value).__name__}")
-    if not math.isfinite(value):
-        raise StatisticsError(f"{path}: must be a finite number, got {value!r}")
-    return int(value) if isinstance(value, int) else float(value)
-
-
-def check_epoch(value: Any, path: str) -> int | None:
-    """``epoch``/``num_epochs``: ``None`` or a whole number >= 0, returned as an ``int``.
-
-    ``3.0`` and numpy integers are accepted as 3; a fractional epoch (``1.5``, as some
-    trainers count) is refused here rather than by the server later: report fractional
-    progress with ``progress_percentage``.
-
-    Raises:
-        StatisticsError: not a whole number >= 0.
-    """
-    if value is None:
-        return None
-    number = _number(value, path)
-    if isinstance(number, float):
-        if not number.is_integer():
-            raise StatisticsError(
-                f"{path}: must be a whole number, got {number!r} (round it, and report "
-                "fractional progress as progress_percentage)"
-            )
-        number = int(number)
-    if number < 0:
-        raise StatisticsError(f"{path}: must be >= 0, got {number!r}")
-    return number
-
-
-def check_progress(value: Any, path: str = "progress_percentage") -> float | int | None:
-    """``progress_percentage``: ``None`` or a fraction in [0, 1].
-
-    Raises:
-        StatisticsError: not a number, or outside [0, 1] (e.g. 50 meant as 50 %).
-    """
-    if value is None:
-        return None
-    number = _number(value, path)
-    if not 0 <= number <= 1:
-        raise StatisticsError(
-            f"{path}: must be a fraction in [0, 1] (0.5 for 50 %), got {number!r}"
-        )
-    return number
-
-
-_TOP_CHECKS: dict[str, Callable[[Any, str], float | int | None]] = {
-    "epoch": check_epoch,
-    "num_epochs": check_epoch,
-    "progress_percentage": check_progress,
-}
-
-
-def check_document(document: Mapping[str, Any], path: str = "statistics") -> dict[str, Any]:
-    """Call-site check of a whole statistics document (``get_statistics()`` shape).
-
-    Returns a copy with the same structure: ``epoch``/``num_epochs``/
-    ``progress_percentage`` validated as numbers, ``stages`` a dict of dicts, every
-    other value checked by :func:`check_value`. ``None`` top-level fields are dropped.
-
-    Raises:
-        StatisticsError: the document has a malformed part.
-    """
-    if not isinstance(document, Mapping):
-        raise StatisticsError(f"{path}: must be a dict, got {type(document).__name__}")
-    out: dict[str, Any] = {}
-    for key, value in document.items():
-        if not isinstance(key, str):
-            raise StatisticsError(f"{path}: keys must be strings, got {key!r}")
-        check = _TOP_CHECKS.get(key)
-        if check is not None:
-            number = check(value, f"{path}.{key}")
-            if number is not None:
-                out[key] = number
-        elif key == "stages":
-            if value is None:
-                continue
-            if not isinstance(value, Mapping):
-                raise StatisticsError(
-                    f"{path}.stages: must be a dict of stage name -> dict, "
-                    f"got {type(value).__name__}"
-                )
-            stages: dict[str, dict[str, Any]] = {}
-            for name, stage in value.items():
-                if not isinstance(name, str):
-                    raise StatisticsError(f"{path}.stages: names must be strings, got {name!r}")
-                if not isinstance(stage, Mapping):
-                    raise StatisticsError(
-                        f"{path}.stages.{name}: must be a dict, got {type(stage).__name__}"
-                    )
-                stages[name] = check_value(stage, f"{path}.stages.{name}")
-            out["stages"] = stages
-        else:
-            out[key] = check_value(value, f"{path}.{key}")
-    return out
 
 
 class Statistics:
@@ -254,6 +99,7 @@ class Statistics:
         self.num_epochs = num_epochs
         self.epoch = epoch
         self.progress_percentage = progress_percentage
+        check_epoch_order(self._epoch, self._num_epochs)
         self.other_information: dict[str, Any] = {
             key: check_value(value, f"statistics.{key}") for key, value in other.items()
         }
@@ -318,18 +164,18 @@ class Statistics:
         Raises:
             StatisticsError: no metric at all, or a value that can never be sent.
         """
-        if not isinstance(name, str) or not name:
-            raise StatisticsError(f"stage name must be a non-empty string, got {name!r}")
+        check_stage_name(name)
         if accuracy is None and loss is None and not other:
             raise StatisticsError(f"stage {name!r}: give at least one metric")
         path = f"stages.{name}"
         stat: STATISTICS = {
-            key: check_value(value, f"{path}.{key}") for key, value in other.items()
+            key: (check_metric if key in METRIC_KEYS else check_value)(value, f"{path}.{key}")
+            for key, value in other.items()
         }
         if accuracy is not None:
-            stat["accuracy"] = check_value(accuracy, f"{path}.accuracy")
+            stat["accuracy"] = check_metric(accuracy, f"{path}.accuracy")
         if loss is not None:
-            stat["loss"] = check_value(loss, f"{path}.loss")
+            stat["loss"] = check_metric(loss, f"{path}.loss")
         self.stages[name] = stat
 
     def raw_document(self) -> dict[str, Any]:

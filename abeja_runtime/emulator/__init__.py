@@ -25,11 +25,11 @@ Semantics, where the platform leaves a choice:
   ``Active`` (409 otherwise) and gives ``Stopped``.
 - ``update_statistics`` replaces the job's ``statistics`` and appends the
   document to its history (:meth:`Emulator.statistics_history`), in any job
-  status. The body is at most ``MAX_STATISTICS_BYTES`` (1 MiB);
-  ``num_epochs``/``epoch`` must be non-negative integers,
-  ``progress_percentage`` a fraction in [0, 1], stage ``accuracy``/``loss``
-  numbers or ``"NaN"``/``"Infinity"``/``"-Infinity"``; bare NaN tokens are
-  not JSON and are refused.
+  status. The document follows :mod:`abeja_runtime.statistics_rules`, the
+  rules the client checks before posting (body at most 1 MiB, integer
+  ``epoch <= num_epochs``, ``progress_percentage`` in [0, 1], non-empty stage
+  names, stage ``accuracy``/``loss`` numbers or ``"NaN"``/``"Infinity"``/
+  ``"-Infinity"``); bare NaN tokens are not JSON and are refused.
 - Models are stored with their byte ``size`` and ``sha256`` (hex), returned
   as two extra fields of the model object. ``exec_env`` of a model is its
   job's, or ``none`` without a job.

@@ -19,7 +19,8 @@ import re
 from collections.abc import Collection, Mapping
 from typing import Any, NoReturn
 
-from ..errors import BadRequest
+from ..errors import BadRequest, StatisticsError
+from ..statistics_rules import MAX_DOCUMENT_BYTES, check_wire_document
 
 __all__ = [
     "JOB_STATUSES",
@@ -51,7 +52,7 @@ MAX_JSON_BYTES = 1024 * 1024
 #: Largest statistics request body. A job's statistics are a handful of
 #: numbers per stage; a megabyte is far above any real document and small
 #: enough that 64 jobs posting 10 times a second cannot exhaust the store.
-MAX_STATISTICS_BYTES = 1024 * 1024
+MAX_STATISTICS_BYTES = MAX_DOCUMENT_BYTES
 #: Largest ``limit`` accepted by paged lists.
 MAX_LIMIT = 1000
 #: Longest description accepted.
@@ -61,7 +62,6 @@ MAX_ENVIRONMENT_KEYS = 256
 
 JOB_STATUSES = ("Pending", "Active", "Stopped", "Complete", "Failed")
 EXEC_ENVS = ("cloud", "edge", "local", "none")
-NON_FINITE_STRINGS = ("NaN", "Infinity", "-Infinity")
 
 _NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 _ID_RE = re.compile(r"[0-9]{13}")
@@ -290,61 +290,21 @@ def check_exec_env(value: Any) -> str:
     return str(value)
 
 
-def _check_number(value: Any, path: str, *, integer: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        bad_request(f"{path} must be {'an integer' if integer else 'a number'} or null")
-    if integer and not isinstance(value, int):
-        bad_request(f"{path} must be an integer, got {value!r}")
-
-
 def check_statistics(body: Any) -> dict[str, Any]:
     """The body of ``update_statistics``: ``{"statistics": {...}}``.
 
-    Checked: ``num_epochs`` and ``epoch`` are non-negative integers,
-    ``progress_percentage`` a fraction in [0, 1], ``stages`` an object of
-    objects whose ``accuracy``/``loss`` are numbers or the strings
-    ``"NaN"``/``"Infinity"``/``"-Infinity"``; every value may be null. Other
-    keys are the user's and may hold any JSON value.
+    The document is checked by :func:`abeja_runtime.statistics_rules.check_wire_document`,
+    the same rules the client applies before it posts (one set of rules, so a document
+    the client lets through is never refused here, and the other way round).
 
     Returns:
         The statistics document (the inner object).
     """
     check_fields(body, allowed=("statistics",), required=("statistics",))
-    stats = body["statistics"]
-    if not isinstance(stats, dict):
-        bad_request(f"statistics must be a JSON object, got {_json_type(stats)}")
-    for key in ("num_epochs", "epoch"):
-        value = stats.get(key)
-        if value is not None:
-            _check_number(value, f"statistics.{key}", integer=True)
-            if value < 0:
-                bad_request(f"statistics.{key} must be >= 0, got {value}")
-    progress = stats.get("progress_percentage")
-    if progress is not None:
-        _check_number(progress, "statistics.progress_percentage")
-        if not 0 <= progress <= 1:
-            bad_request(
-                f"statistics.progress_percentage must be a fraction in [0, 1], got {progress}"
-            )
-    stages = stats.get("stages")
-    if stages is not None:
-        if not isinstance(stages, dict):
-            bad_request(f"statistics.stages must be an object, got {_json_type(stages)}")
-        for name, stage in stages.items():
-            if not name:
-                bad_request("statistics.stages has an empty stage name")
-            if not isinstance(stage, dict):
-                bad_request(f"statistics.stages.{name} must be an object, got {_json_type(stage)}")
-            for metric in ("accuracy", "loss"):
-                value = stage.get(metric)
-                if value is None or value in NON_FINITE_STRINGS:
-                    continue
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    bad_request(
-                        f"statistics.stages.{name}.{metric} must be a number, null or one "
-                        f'of "NaN", "Infinity", "-Infinity", got {_json_type(value)}'
-                    )
-    return stats
+    try:
+        return check_wire_document(body["statistics"])
+    except StatisticsError as exc:
+        bad_request(str(exc))
 
 
 def parse_filter_archived(args: Mapping[str, str]) -> bool | None:
