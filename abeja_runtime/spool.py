@@ -78,9 +78,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ._documents import convert_document
+from .config import env_flag
 from .errors import StatisticsError
 from .jsonsafe import to_json_safe
-from .reporter import JournalRoute, Snapshot, _convert
 
 try:  # POSIX
     import fcntl
@@ -155,9 +156,24 @@ class SpoolRecord(NamedTuple):
 
 
 def spool_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """False when ``ABEJA_RUNTIME_SPOOL`` says ``0``/``false``/``no``/``off``."""
-    env = os.environ if environ is None else environ
-    return env.get(ENV_SPOOL, "").strip().lower() not in ("0", "false", "no", "off")
+    """``ABEJA_RUNTIME_SPOOL`` (default on), parsed by :func:`abeja_runtime.config.env_flag`.
+
+    Raises:
+        ConfigurationError: the variable holds something other than an on/off word.
+    """
+    return env_flag(ENV_SPOOL, True, environ)
+
+
+def has_leftovers(directory: str | os.PathLike[str]) -> bool:
+    """True when the spool in ``directory`` may hold undelivered records (one ``stat``).
+
+    Cheap enough for every reporter start and for ``import abeja_runtime``: what an
+    earlier process left must go first, without waiting for a new report.
+    """
+    try:
+        return os.stat(os.path.join(directory, DATA_FILE_NAME)).st_size > 0
+    except OSError:
+        return False
 
 
 def spool_root(environ: Mapping[str, str] | None = None) -> Path:
@@ -320,8 +336,6 @@ class Spool:
         self._state_fd: int | None = None
         self._closed = False
         self._broken = False
-        # this writer's records: reporter seq -> spool seq
-        self._mine: dict[int, int] = {}
         # sender side: what was read of the data file
         self._offset = 0
         self._lineno = 0
@@ -455,14 +469,11 @@ class Spool:
         *,
         lseq: int = 0,
         created: float | None = None,
-        track: bool = False,
     ) -> int:
         """Write one must-deliver document; returns its spool ``seq``.
 
         Runs on the reporting thread: converts the document to JSON (reading tensor
-        values) outside the lock, then appends under it. No fsync. With ``track`` the
-        record is this writer's snapshot ``lseq``, known as such (see :meth:`route`)
-        before this process's sender can read the line.
+        values) outside the lock, then appends under it. No fsync.
 
         Raises:
             OSError: the spool cannot be written (full disk, read-only file system).
@@ -473,7 +484,7 @@ class Spool:
         try:
             safe = to_json_safe(document)
         except StatisticsError:
-            safe = _convert(document, set())
+            safe = convert_document(document, set())
         doc = json.dumps(safe, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         when = time.time() if created is None else created
         with self._locked(_THREAD_LOCK_WAIT):
@@ -494,89 +505,16 @@ class Spool:
                 )
             )
             self._append_line(_line(payload))
-            if track:  # still under the thread lock: before this process's sender reads it
-                self._mine[lseq] = seq
         return seq
-
-    # ------------------------------------------------------------------ journal protocol
-
-    def record(self, snapshot: Snapshot) -> None:
-        """Journal hook: write an epoch-end snapshot before ``report()`` returns."""
-        self.append(snapshot.document, lseq=snapshot.seq, created=snapshot.created, track=True)
-
-    def acknowledge(self, snapshot: Snapshot) -> None:
-        """Journal hook: the server took (or refused for good) our own ``snapshot``."""
-        seq = self._mine.pop(snapshot.seq, None)
-        if seq is not None:
-            self.acknowledge_seq(seq)
-
-    def acknowledge_record(self, key: Any) -> None:
-        """Journal hook: the server took (or refused for good) the record ``key`` (a seq)."""
-        self.acknowledge_seq(int(key))
-
-    def replay(self) -> list[dict[str, Any]]:
-        """Journal hook of the simple protocol; the spool hands records over in :meth:`route`."""
-        return []
-
-    def route(self, head: Snapshot | None) -> JournalRoute:
-        """What the reporter's sender does next about epoch-end snapshots.
-
-        Args:
-            head: the oldest of this reporter's epoch-end snapshots not yet settled.
-
-        Returns:
-            ``post_record`` (a record of another process, or of an earlier one of this
-            job, goes first: post ``document``, then :meth:`acknowledge_record` ``key``),
-            ``post_head`` (post ``head`` yourself, then :meth:`acknowledge`),
-            ``settled`` (another process delivered ``head``), ``wait`` (another process
-            is the sender and has not delivered ``head`` yet: ask again shortly), or
-            ``none`` (nothing to do).
-        """
-        spooled = None if head is None else self._mine.get(head.seq)
-        if head is not None and spooled is None:
-            return JournalRoute("post_head")  # not on disk (the write failed): send it
-        if self._broken:
-            return JournalRoute("post_head" if head is not None else "none")
-        try:
-            sender = self.try_become_sender()
-        except OSError as exc:
-            self._break(exc)
-            return JournalRoute("post_head" if head is not None else "none")
-        if not sender:
-            if spooled is None:
-                return JournalRoute("none")
-            if self.acknowledged_seq() >= spooled:
-                self._mine.pop(head.seq if head is not None else 0, None)
-                return JournalRoute("settled")
-            return JournalRoute("wait")
-        try:
-            self._refresh()
-        except OSError as exc:
-            self._break(exc)
-            return JournalRoute("post_head" if head is not None else "none")
-        if spooled is not None and spooled <= self._acked:
-            self._mine.pop(head.seq if head is not None else 0, None)
-            return JournalRoute("settled")  # delivered by an earlier sender
-        if not self._pending:
-            return JournalRoute("post_head" if head is not None else "none")
-        record = self._pending[0]
-        if head is None and record.writer == self.writer and record.lseq in self._mine:
-            # our own snapshot, recorded but not yet in the reporter's queue (record()
-            # runs just before the reporter queues it): it comes back as ``head`` and is
-            # posted and counted once, as our own
-            return JournalRoute("none")
-        if spooled is not None and record.seq == spooled:
-            return JournalRoute("post_head", key=record.seq)
-        return JournalRoute(
-            "post_record", document=record.document, key=record.seq, created=record.time
-        )
 
     def _break(self, exc: BaseException) -> None:
         """Stop using the spool for sending after an I/O error (memory goes on)."""
         if not self._broken:
             self._broken = True
             logger.warning(
-                "statistics spool %s cannot be read (%s); epoch ends are sent from memory",
+                "statistics spool %s could not be read or updated (%s): records already "
+                "there stay on disk for the next start of this job or `abeja-runtime sync`; "
+                "this process sends what it reports from memory",
                 self.directory,
                 exc,
             )
@@ -587,6 +525,74 @@ class Spool:
     def is_sender(self) -> bool:
         """True while this instance holds the sender lock."""
         return self._sender.held
+
+    @property
+    def broken(self) -> bool:
+        """True after an I/O error made this instance stop reading the spool."""
+        return self._broken
+
+    def last_seq(self) -> int:
+        """The seq of the newest record written by any process (0 when none); one pread."""
+        with self._thread_lock:
+            self._open()
+            state = self._read_state()
+        return 0 if state is None else state[0] - 1
+
+    def peek_acknowledged(self) -> int:
+        """:meth:`acknowledged_seq` without the thread lock (0 when unknown).
+
+        For a flush that may run in a signal handler which interrupted this very
+        thread inside the spool: one ``pread`` of the state line, which is written in
+        place with one ``pwrite`` and checksummed.
+        """
+        fd = self._state_fd
+        if fd is None:
+            return 0
+        try:
+            state = self._read_state()
+        except (OSError, AssertionError):
+            return 0
+        return 0 if state is None else state[1]
+
+    def next_record(self) -> SpoolRecord | None:
+        """The oldest record not yet acknowledged, or None (sender only; reads new lines).
+
+        Never raises: an I/O error marks the spool broken (logged once) and returns None.
+        """
+        if self._broken or not self._sender.held:
+            return None
+        try:
+            self._refresh()
+        except OSError as exc:
+            self._break(exc)
+            return None
+        return self._pending[0] if self._pending else None
+
+    def undelivered(self) -> int:
+        """How many records are not acknowledged yet, read from the file by anyone.
+
+        For the last line of a stopping process ("N snapshots kept in the spool"); it
+        parses the whole data file, so it is not for a hot path.
+        """
+        acked = self.acknowledged_seq()
+        try:
+            with open(self.data_path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            return 0
+        seqs: list[int] = []
+        for line in data.split(b"\n"):
+            obj, _ = _parse_line(line)
+            if obj is None:
+                continue
+            ack = obj.get("ack")
+            if isinstance(ack, int):
+                acked = max(acked, ack)
+                continue
+            seq = obj.get("seq")
+            if isinstance(seq, int):
+                seqs.append(seq)
+        return sum(1 for seq in seqs if seq > acked)
 
     def try_become_sender(self) -> bool:
         """Take the sender lock if no other process holds it (never waits)."""
