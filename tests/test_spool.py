@@ -370,7 +370,18 @@ def test_sync_dir_delivers_a_leftover_spool_then_removes_it(
     assert "sent 3, skipped 0" in out and "damaged" in out
     assert [d["epoch"] for d in job_statistics(emulator, env)] == [0, 1, 2]
     assert not directory.exists()
-    assert cli.main(["sync", "--dir", str(directory)]) == 2  # nothing there: usage error
+    capsys.readouterr()
+    # a second sync after a successful one: nothing left is not an error
+    assert cli.main(["sync", "--dir", str(directory)]) == 0
+    assert "nothing to send" in capsys.readouterr().out
+
+
+def test_sync_help_is_plain_text(capsys: Any) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["sync", "--help"])
+    out = capsys.readouterr().out
+    assert "abeja_runtime.spool" in out
+    assert ":mod:" not in out and "``" not in out
 
 
 def test_sync_stops_when_unreachable_and_keeps_the_rest(
