@@ -9,6 +9,7 @@ workers neither post nor deadlock on a lock held at fork time.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Mapping
@@ -62,6 +63,17 @@ def _quiet_settings() -> dict[str, Any]:
     }
 
 
+def _spool_setting() -> bool | None:
+    """``spool=`` for the fallback reporter: the variable, or its default when malformed."""
+    from .spool import spool_enabled
+
+    try:
+        spool_enabled()
+    except ConfigurationError:
+        return bool(os.environ.get("TRAINING_JOB_ID", "").strip()) or None
+    return None
+
+
 def _disabled_reporter(reason: str) -> StatisticsReporter:
     """A reporter that ignores reports, made without side effects (no file, no handler)."""
     from .reporter import StatisticsReporter
@@ -90,7 +102,7 @@ def _create_default() -> StatisticsReporter:
             )
         except ConfigurationError as exc:
             logger.error("%s; the statistics reporter uses its default settings", exc)
-            return StatisticsReporter(**_quiet_settings())
+            return StatisticsReporter(**_quiet_settings(), spool=_spool_setting())
     except Exception as exc:  # pragma: no cover - a bug must not reach the training loop
         logger.exception("cannot create the statistics reporter; statistics are not sent")
         return _disabled_reporter(f"could not be created: {exc}")
