@@ -574,7 +574,14 @@ class Spool:
         For the last line of a stopping process ("N snapshots kept in the spool"); it
         parses the whole data file, so it is not for a hot path.
         """
-        acked = self.acknowledged_seq()
+        acked = 0
+        try:  # works after close() too: the last line is logged after the spool closed
+            with open(self.state_path, "rb") as fh:
+                raw = fh.read(_STATE_LEN)
+            if len(raw) == _STATE_LEN and int(raw[:8], 16) == zlib.crc32(raw[9:-1]):
+                acked = int(raw[9:-1].split(b" ")[1])
+        except (OSError, ValueError, IndexError):
+            acked = 0
         try:
             with open(self.data_path, "rb") as fh:
                 data = fh.read()
