@@ -82,7 +82,9 @@ class DeliveryState:
         """
         seq = self.seq
         if flushing:
-            if self.step_seq <= self.taken_seq or self.step_seq != seq:
+            # the latest report is a step not yet made must-deliver nor delivered (the
+            # sender may hold a copy in ``step``: it is dropped as overtaken)
+            if self.step_seq != seq or seq <= self.must_seq or seq <= self.settled_seq:
                 return None
             self.taken_seq = seq
             self.flush_seqs.add(seq)
@@ -149,7 +151,7 @@ class DeliveryState:
         if self.stored_seq < self.must_seq:
             return None  # a must-deliver snapshot is being written: it goes first
         step = self.step
-        if step is not None and step.seq <= self.must_seq and step.seq not in self.flush_seqs:
+        if step is not None and step.seq <= self.must_seq:
             self.step = None  # coalesced: a newer document reaches the server
             step = None
         if self.spooled:

@@ -130,9 +130,9 @@ def register(reporter: StatisticsReporter) -> None:
     _REPORTERS.add(reporter)
 
 
-def unregister(reporter: StatisticsReporter) -> None:
+def unregister(reporter: object) -> None:
     """``reporter`` was closed."""
-    _REPORTERS.discard(reporter)
+    _REPORTERS.discard(reporter)  # type: ignore[arg-type]
 
 
 def _register_hooks() -> None:

@@ -76,34 +76,23 @@ On/off variables take ``1/0/true/false/yes/no/on/off`` in any case
 from __future__ import annotations
 
 import logging
-import math
 import os
 import threading
-import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from . import _process_hooks
+from ._call_check import check_call, merge_into, merged_document
 from ._delivery_state import DeliveryState
 from ._documents import Snapshot, convert_document, copy_document, warn_once
-from ._sender import LOCK_WAIT, Sender
-from .config import env_float
+from ._reporter_delivery import DeliverySide
+from ._reporter_setup import ENV_STATISTICS_FILE, default_sink, default_spool, positive
+from ._sender import Sender
 from .errors import ConfigurationError, StatisticsError
-from .job import ENV_RESULT_DIR, JobContext, rank_info
-from .sinks import DEFAULT_STATISTICS_FILE_NAME, APISink, JSONLinesSink, StatisticsSink
+from .job import JobContext, rank_info
+from .sinks import StatisticsSink
 from .statistics import Statistics
-from .statistics_rules import (
-    MAX_DOCUMENT_BYTES,
-    METRIC_KEYS,
-    check_document,
-    check_epoch,
-    check_epoch_order,
-    check_progress,
-    check_stage,
-    check_value,
-    size_bound,
-)
+from .statistics_rules import MAX_DOCUMENT_BYTES, METRIC_KEYS
 from .sysmetrics import SystemMetrics
 
 __all__ = [
@@ -139,7 +128,6 @@ from ._process_hooks import (
 ENV_REPORT_INTERVAL = "ABEJA_RUNTIME_REPORT_INTERVAL"
 ENV_REPORT_TIMEOUT = "ABEJA_RUNTIME_REPORT_TIMEOUT"
 ENV_SYSTEM_METRICS = "ABEJA_RUNTIME_SYSTEM_METRICS"
-ENV_STATISTICS_FILE = "ABEJA_RUNTIME_STATISTICS_FILE"
 
 DEFAULT_MIN_INTERVAL = 5.0
 DEFAULT_REQUEST_TIMEOUT = 10.0
@@ -159,17 +147,7 @@ _ITEM_BOUND = 6 * _SHORT * 2 + 16
 _BOUND_LIMIT = MAX_DOCUMENT_BYTES - 64 * _ITEM_BOUND
 
 
-def _positive(name: str, value: float | None, env_name: str, default: float) -> float:
-    if value is None:
-        return env_float(env_name, default, minimum=0.0)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise ConfigurationError(f"{name} must be a number >= 0, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigurationError(f"{name} must be finite, got {value!r}")
-    return float(value)
-
-
-class StatisticsReporter:
+class StatisticsReporter(DeliverySide):
     """Posts a training job's statistics from a background thread, throttled and retried.
 
     Args:
@@ -227,16 +205,16 @@ class StatisticsReporter:
         spool: bool | None = None,
         spool_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.min_interval = _positive(
+        self.min_interval = positive(
             "min_interval", min_interval, ENV_REPORT_INTERVAL, DEFAULT_MIN_INTERVAL
         )
-        self.exit_timeout = _positive(
+        self.exit_timeout = positive(
             "exit_timeout", exit_timeout, ENV_EXIT_TIMEOUT, DEFAULT_EXIT_TIMEOUT
         )
-        self.sigterm_timeout = _positive(
+        self.sigterm_timeout = positive(
             "sigterm_timeout", sigterm_timeout, ENV_SIGTERM_TIMEOUT, DEFAULT_SIGTERM_TIMEOUT
         )
-        request_timeout = _positive(
+        request_timeout = positive(
             "request_timeout", request_timeout, ENV_REPORT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT
         )
         if request_timeout <= 0:
@@ -259,9 +237,9 @@ class StatisticsReporter:
         self._rank = rank
 
         if sink is None:
-            sink = self._default_sink(context, request_timeout)
+            sink = default_sink(context, request_timeout)
         self.sink: StatisticsSink = sink
-        self._spool = self._default_spool(spool, spool_dir, context)
+        self._spool = default_spool(self.sink, spool, spool_dir, context)
         if system_metrics is True:
             self._sysmetrics: SystemMetrics | None = SystemMetrics()
         elif isinstance(system_metrics, SystemMetrics):
@@ -303,67 +281,6 @@ class StatisticsReporter:
             on_delivered=_process_hooks.BUDGET.delivered,
         )
 
-    def _default_spool(
-        self,
-        spool: bool | None,
-        spool_dir: str | os.PathLike[str] | None,
-        context: JobContext | None,
-    ) -> Any:
-        """The on-disk spool: on by default when reporting to a job's API.
-
-        Nothing touches the disk here: a spool that cannot be written later is logged
-        once and reporting goes on from memory.
-        """
-        from .spool import Spool, default_spool_dir, spool_enabled
-
-        if context is None and isinstance(self.sink, APISink):
-            context = self.sink.context
-        if spool is None:
-            spool = spool_dir is not None or (context is not None and spool_enabled())
-        if not spool:
-            return None
-        if spool_dir is None and context is None:
-            raise ConfigurationError(
-                "spool=True needs spool_dir outside a training job (no job id to name it)"
-            )
-        job = None
-        if context is not None:
-            job = {
-                "organization_id": context.organization_id,
-                "job_definition_name": context.job_definition_name,
-                "training_job_id": context.training_job_id,
-            }
-        directory = (
-            Path(spool_dir) if spool_dir is not None else default_spool_dir(context.training_job_id)  # type: ignore[union-attr]
-        )
-        return Spool(directory, job=job)
-
-    def _default_sink(self, context: JobContext | None, request_timeout: float) -> StatisticsSink:
-        if context is not None:
-            return APISink(context, timeout=request_timeout)
-        problem = ""
-        try:
-            return APISink(JobContext.from_env(), timeout=request_timeout)
-        except ConfigurationError as exc:
-            if JobContext.looks_like_job():
-                problem = f"{exc}\n"
-        file_name = os.environ.get(ENV_STATISTICS_FILE, "").strip()
-        if file_name:
-            path = Path(file_name)
-        else:
-            path = Path(os.environ.get(ENV_RESULT_DIR, "").strip() or ".")
-            path = path / DEFAULT_STATISTICS_FILE_NAME
-        file_sink = JSONLinesSink(path)
-        if problem:
-            logger.warning("%sstatistics are written to %s instead", problem, file_sink.path)
-        else:
-            logger.warning(
-                "not running in an ABEJA Platform training job (TRAINING_JOB_ID is not set): "
-                "statistics are written to %s",
-                file_sink.path,
-            )
-        return file_sink
-
     # ------------------------------------------------------------------ state
 
     @property
@@ -375,11 +292,6 @@ class StatisticsReporter:
     def disabled_reason(self) -> str | None:
         """Why :attr:`enabled` is False, or None."""
         return self._disabled_reason
-
-    @property
-    def spool_directory(self) -> Path | None:
-        """The spool this reporter writes must-deliver snapshots to, or None."""
-        return None if self._spool is None else Path(self._spool.directory)
 
     def _disable(self, reason: str) -> None:
         self._disabled_reason = reason
@@ -522,7 +434,7 @@ class StatisticsReporter:
         lock = self._lock
         lock.acquire()  # explicit acquire/release: half the cost of ``with`` in CPython
         try:
-            self._merge(state.doc, epoch, num_epochs, progress, values, removes)
+            merge_into(state.doc, epoch, num_epochs, progress, values, removes)
             self._bound += items * _ITEM_BOUND + 64
             state.step_seq = seq = state.seq + 1  # step_seq first: see DeliveryState
             state.seq = seq
@@ -530,45 +442,6 @@ class StatisticsReporter:
             lock.release()
         if self._sender.idle:
             self._sender.wakeup.set()
-
-    @staticmethod
-    def _merge(
-        doc: dict[str, Any],
-        epoch: int | None,
-        num_epochs: int | None,
-        progress: float | None,
-        values: Mapping[str, Any],
-        removes: bool,
-    ) -> None:
-        """Merge checked values into ``doc`` in place (a dict value is a stage)."""
-        if epoch is not None:
-            doc["epoch"] = epoch
-        if num_epochs is not None:
-            doc["num_epochs"] = num_epochs
-        if progress is not None:
-            doc["progress_percentage"] = progress
-        stages: dict[str, Any] | None = None
-        for key, value in values.items():
-            if type(value) is dict:
-                if stages is None:
-                    stages = doc.get("stages")
-                    if stages is None:
-                        stages = doc["stages"] = {}
-                stage = stages.get(key)
-                if stage is None:
-                    stage = stages[key] = {}
-                if removes:
-                    for metric, item in value.items():
-                        if item is None:
-                            stage.pop(metric, None)
-                        else:
-                            stage[metric] = item
-                else:
-                    stage.update(value)
-            elif value is None:
-                doc.pop(key, None)
-            else:
-                doc[key] = value
 
     def _report_checked(
         self,
@@ -581,35 +454,17 @@ class StatisticsReporter:
     ) -> None:
         """The full check of the statistics rules, then the merge (never half of it)."""
         try:
-            base = None if statistics is None else self._document_of(statistics)
-            epoch = check_epoch(epoch, "epoch")
-            num_epochs = check_epoch(num_epochs, "num_epochs")
-            progress = check_progress(progress, "progress")
-            updates: dict[str, Any] = {}
-            for key, value in values.items():
-                if key == "stages":  # report(stages={"train": {...}}) as in a document
-                    if not isinstance(value, Mapping):
-                        raise StatisticsError("stages: must map stage names to dicts of metrics")
-                    for name, stage in value.items():
-                        updates[name] = check_stage(name, stage, "stages")
-                elif key == "progress_percentage":
-                    progress = check_progress(value, key)
-                elif isinstance(value, Mapping):
-                    updates[key] = check_stage(key, value, "stages")
-                elif isinstance(value, Statistics):
-                    raise StatisticsError(
-                        f"{key}: a Statistics is a whole document: report(statistics)"
-                    )
-                else:
-                    updates[key] = check_value(value, key)
+            base, epoch, num_epochs, progress, updates = check_call(
+                statistics, epoch, num_epochs, progress, values
+            )
             if epoch_end:
                 self._report_must(base, epoch, num_epochs, progress, updates, True, -1)
-                return
-            with self._lock:
-                self._apply_checked(base, epoch, num_epochs, progress, updates)
-                state = self._state
-                state.step_seq = state.seq + 1
-                state.seq = state.step_seq
+            else:
+                with self._lock:
+                    self._apply_checked(base, epoch, num_epochs, progress, updates)
+                    state = self._state
+                    state.step_seq = state.seq + 1
+                    state.seq = state.step_seq
         except Exception as exc:
             error = exc
             if not isinstance(exc, StatisticsError):  # an odd object failed its own check
@@ -632,20 +487,11 @@ class StatisticsReporter:
         progress: float | None,
         updates: dict[str, Any],
     ) -> None:
-        """Merge into a copy, check the whole-document rules, then swap (lock held)."""
+        """Swap in the merged document once it passed the whole-document rules (lock held)."""
         state = self._state
-        candidate = base if base is not None else copy_document(state.doc)
-        self._merge(candidate, epoch, num_epochs, progress, updates, True)
-        check_epoch_order(candidate.get("epoch"), candidate.get("num_epochs"), "statistics")
-        bound = size_bound({"statistics": candidate})
-        if bound > MAX_DOCUMENT_BYTES:
-            raise StatisticsError(
-                f"statistics: the document would be up to {bound:,} bytes, over the limit of "
-                f"{MAX_DOCUMENT_BYTES:,} bytes; report fewer or shorter values (a histogram "
-                "or a long text belongs in a file of the result dir)"
-            )
-        state.doc = candidate
-        self._bound = bound
+        state.doc, self._bound = merged_document(
+            state.doc, base, epoch, num_epochs, progress, updates
+        )
 
     def _report_must(
         self,
@@ -664,7 +510,7 @@ class StatisticsReporter:
                 if items < 0:
                     self._apply_checked(base, epoch, num_epochs, progress, dict(values))
                 else:
-                    self._merge(state.doc, epoch, num_epochs, progress, values, removes)
+                    merge_into(state.doc, epoch, num_epochs, progress, values, removes)
                     self._bound += items * _ITEM_BOUND + 64
                 state.must_seq = state.seq + 1  # must_seq first: see DeliveryState
                 state.seq += 1
@@ -672,44 +518,6 @@ class StatisticsReporter:
             assert snapshot is not None
             self._store(snapshot)
         self._sender.wakeup.set()
-
-    def _store(self, snapshot: Snapshot) -> None:
-        """Put a must-deliver snapshot in its one place: the spool, else memory.
-
-        While memory holds earlier ones (the disk refused them) later ones go there
-        too, so that the spool's order never puts a newer one first.
-        """
-        spool = self._spool
-        position: int | None = None
-        if spool is not None and not self._state.memory:
-            try:
-                position = spool.append(
-                    snapshot.document, lseq=snapshot.seq, created=snapshot.created
-                )
-            except Exception as exc:  # the disk refused it: memory, said once
-                self._disk_error = f"{type(exc).__name__}: {exc}"
-                self._state.lost_on_disk += 1
-                warn_once(
-                    self._warned,
-                    "spool.write",
-                    "statistics spool %s: could not write an epoch-end snapshot (%s); it is "
-                    "kept in memory only and is lost if this process ends before the API "
-                    "takes it",
-                    spool.directory,
-                    self._disk_error,
-                )
-        self._state.store_must(snapshot, position)
-
-    @staticmethod
-    def _document_of(statistics: Statistics | Mapping[str, Any]) -> dict[str, Any]:
-        if isinstance(statistics, Statistics):
-            return check_document(statistics.raw_document())
-        if isinstance(statistics, Mapping):
-            return check_document(statistics)
-        raise StatisticsError(
-            "report() takes a Statistics or a statistics dict as its first argument, got "
-            f"{type(statistics).__name__}; pass values as keywords (train={{'loss': ...}})"
-        )
 
     @property
     def last_document(self) -> dict[str, Any]:
@@ -739,144 +547,6 @@ class StatisticsReporter:
         return self._sender.last_error
 
     # ------------------------------------------------------------------ flush / close
-
-    def flush(self, timeout: float | None = None) -> bool:
-        """Send everything reported so far, and the spool's leftovers, now; wait (bounded).
-
-        It tries at once (a running backoff is cut short), then backs off within its
-        deadline: ``timeout`` (default ``exit_timeout``), shortened to the process's
-        shutdown budget once the process is stopping.
-
-        Returns:
-            True when everything reported before the call was delivered and the spool
-            holds nothing undelivered that was there before the call; False on timeout
-            or when part of it was refused.
-        """
-        if self._off:
-            return True
-        if self._thread is None and not self._start():
-            return True
-        started = time.monotonic()
-        limit = self.exit_timeout if timeout is None else max(0.0, timeout)
-        deadline = _process_hooks.BUDGET.deadline(started + limit)
-        state = self._state
-        target = state.seq
-        start_settled = state.settled_seq
-        wait = min(max(0.0, deadline - started), LOCK_WAIT)
-        spool = self._spool
-        spool_target = 0
-        spool_start = self._acked()
-        if spool is not None:
-            self._spool_current(wait)
-            try:
-                spool_target = spool.last_seq()
-            except OSError:
-                spool_target = 0
-        elif self._lock.acquire(timeout=wait):
-            try:
-                state.take_step(0, must=True)
-            finally:
-                self._lock.release()
-        sender = self._sender
-        if sender.flush_target < target:
-            sender.flush_target = target
-        sender.hurry()
-        pause = 0.0005
-        while state.settled_seq < target or (spool_target and self._acked() < spool_target):
-            remaining = deadline - time.monotonic()
-            thread = self._thread
-            if remaining <= 0 or thread is None or not thread.is_alive():
-                if spool is not None:  # what is left must survive the process
-                    spool.sync()
-                _process_hooks.BUDGET.flush_failed(started)
-                return False
-            # polling, not a Condition: this also runs inside a SIGTERM handler that
-            # may have interrupted this thread while it held a lock
-            time.sleep(min(pause, remaining))
-            pause = min(pause * 2, 0.01)
-        if any(spool_start < seq <= spool_target for seq in tuple(sender.refused_records)):
-            return False
-        return not state.any_refused(start_settled, target)
-
-    def _acked(self) -> int:
-        """The spool position acknowledged, as this process's sender or the state file says."""
-        spool = self._spool
-        acked = self._sender.acked
-        if spool is not None and not spool.is_sender:
-            acked = max(acked, spool.peek_acknowledged())
-        return acked
-
-    def _spool_current(self, wait: float) -> None:
-        """Make the latest step document must-deliver: on disk before a flush waits."""
-        if not self._must_lock.acquire(timeout=wait):
-            return
-        try:
-            if not self._lock.acquire(timeout=wait):
-                return
-            try:
-                snapshot = self._state.begin_must(flushing=True)
-            finally:
-                self._lock.release()
-            if snapshot is not None:
-                self._store(snapshot)
-        finally:
-            self._must_lock.release()
-
-    def final_line(self, when: str, delivered: bool) -> None:
-        """Log what became of this reporter's statistics: delivered, kept, or lost."""
-        state = self._state
-        lost = len(state.memory)
-        if self._spool is None and (state.step is not None or state.step_seq > state.taken_seq):
-            lost += 1
-        _process_hooks.log_outcome(
-            when,
-            delivered,
-            kept=self._kept(),
-            spool_dir=self.spool_directory,
-            lost=lost,
-            disk_error=self._disk_error if self._spool is not None else None,
-            description=self.sink.description,
-        )
-
-    def _kept(self) -> int:
-        spool = self._spool
-        if spool is None:
-            return 0
-        try:
-            return int(spool.undelivered())
-        except OSError:
-            return 0
-
-    def close(self, timeout: float | None = None) -> bool:
-        """Flush (bounded by ``timeout``, default ``exit_timeout``), stop the sender.
-
-        Later ``report()`` calls are ignored. Returns what :meth:`flush` returned.
-        """
-        if self._closed:
-            return True
-        delivered = self.flush(timeout)
-        self._closed = True
-        if self._disabled_reason is None:
-            self._disable("closed")
-        self._sender.stop = True
-        self._sender.wakeup.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout=1.0)
-        if self._spool is not None:
-            try:
-                self._spool.close()  # fsync what is left; another process may send it
-            except Exception as exc:
-                warn_once(self._warned, "spool.close", "statistics spool close failed: %s", exc)
-        if thread is None or not thread.is_alive():
-            try:
-                self.sink.close()
-            except Exception:
-                logger.debug("closing the statistics sink failed", exc_info=True)
-            if self._sysmetrics is not None:
-                self._sysmetrics.close()
-        _process_hooks.unregister(self)
-        return delivered
 
     def _after_fork_in_child(self) -> None:
         """In a forked child: fresh locks, no sender, disabled (the parent posts)."""

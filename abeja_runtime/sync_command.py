@@ -168,9 +168,7 @@ def sync_spool(directory: Path, *, organization: str | None = None) -> int:
             spool.remove()
             _say(f"nothing to send; removed {directory}")
             return EXIT_OK
-        org = organization or next(
-            (r.job.get("organization_id") for r in records if r.job), None
-        )
+        org = organization or next((r.job.get("organization_id") for r in records if r.job), None)
         with open_target(
             org, announce=lambda line: print(line, file=sys.stderr), brief=True
         ) as target:

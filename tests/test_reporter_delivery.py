@@ -264,3 +264,17 @@ def test_state_a_write_in_progress_holds_newer_steps_back() -> None:
     assert state.next_local(acked=0) is None  # the record goes first
     step = state.next_local(acked=1)
     assert step is not None and step.seq == 2
+
+
+def test_state_a_flush_makes_the_latest_step_must_deliver_even_when_already_copied() -> None:
+    state = DeliveryState(max_memory=10)
+    _step(state, i=1)
+    with state.lock:
+        assert state.take_step(barrier=0)  # the sender holds a copy, not posted yet
+        snapshot = state.begin_must(flushing=True)
+    assert snapshot is not None and snapshot.document == {"i": 1}
+    state.store_must(snapshot, 3)
+    assert state.next_local(acked=2) is None
+    assert state.step is None  # the copy is dropped: the spool record is posted once
+    with state.lock:
+        assert state.begin_must(flushing=True) is None  # already must-deliver
