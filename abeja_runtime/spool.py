@@ -1,10 +1,12 @@
 """The on-disk statistics spool: must-deliver snapshots survive outages, crashes and restarts.
 
-The reporter keeps epoch-end snapshots in memory until the server takes them; a process
-that is killed, preempted or restarted would lose them. The spool writes each one to disk
-*before* ``report(..., epoch_end=True)`` returns, and removes it once the server accepted
-it, so that a restarted process of the same job (or ``abeja-runtime sync``) sends what is
-left, in order.
+Inside a job the spool is the only home of must-deliver snapshots (epoch ends, and the
+latest step document when a flush runs): each is written here *before*
+``report(..., epoch_end=True)`` returns, posted from here in spool order by the one
+process that is the spool's sender (its own records and every other process's), and
+acknowledged once the server took it. A restarted process of the same job (or
+``abeja-runtime sync``) sends what is left, first. The format of the files is in
+:mod:`abeja_runtime._spool_files`. This module never imports the reporter.
 
 Layout of one job's spool directory (mode 0700; files 0600)::
 
@@ -72,23 +74,16 @@ import threading
 import time
 import uuid
 import weakref
-import zlib
 from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from ._documents import convert_document
+from ._spool_files import STATE_LEN, Flock, decode_state, encode_state, line_of, parse_line
 from .config import env_flag
 from .errors import StatisticsError
 from .jsonsafe import to_json_safe
-
-try:  # POSIX
-    import fcntl
-
-    _HAVE_FCNTL = True
-except ImportError:  # pragma: no cover - Windows
-    _HAVE_FCNTL = False
 
 __all__ = [
     "DATA_FILE_NAME",
@@ -114,10 +109,6 @@ SENDER_LOCK_NAME = "sender.lock"
 RUNTIME_DIR_NAME = ".abeja-runtime"
 SPOOL_SUBDIR = os.path.join(RUNTIME_DIR_NAME, "spool")
 
-#: the state line: "<crc> <next seq> <acknowledged seq>\n", fixed width so that an
-#: in-place rewrite never leaves old bytes behind
-_STATE_WIDTH = 20
-_STATE_LEN = 8 + 1 + _STATE_WIDTH + 1 + _STATE_WIDTH + 1
 #: how long the training thread waits for the spool's thread lock before giving up on
 #: this record (kept in memory instead): a SIGTERM handler that interrupted an append on
 #: the same thread must not deadlock
@@ -195,106 +186,6 @@ def default_spool_dir(training_job_id: str, environ: Mapping[str, str] | None = 
     return spool_root(environ) / training_job_id
 
 
-class _Flock:
-    """An exclusive lock on a file, shared by every process that opens the same path.
-
-    POSIX: ``flock(2)`` on a descriptor kept open (the lock :mod:`filelock` takes, without
-    its 70 us of bookkeeping per acquire). Elsewhere: :class:`filelock.FileLock`.
-    A ``flock`` lock belongs to the open file, not the thread: callers serialise their
-    own threads.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-        self._filelock: Any = None
-        self.held = False
-
-    def _open(self) -> int:
-        if self._fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._fd = fd
-        return self._fd
-
-    def acquire(self, blocking: bool = True) -> bool:
-        if self.held:
-            return True
-        if not _HAVE_FCNTL:  # pragma: no cover - Windows
-            import filelock
-
-            if self._filelock is None:
-                self._filelock = filelock.FileLock(
-                    str(self.path), thread_local=False, preserve_lock_file=True
-                )
-            try:
-                self._filelock.acquire(blocking=blocking)
-            except filelock.Timeout:
-                return False
-            self.held = True
-            return True
-        fd = self._open()
-        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
-        try:
-            fcntl.flock(fd, flags)
-        except BlockingIOError:
-            return False
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        self.held = True
-        return True
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        self.held = False
-        if self._filelock is not None:  # pragma: no cover - Windows
-            self._filelock.release()
-            return
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        self.release()
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def forget_after_fork(self) -> None:
-        """In a forked child: drop the inherited descriptor without unlocking the parent's."""
-        fd, self._fd = self._fd, None
-        self.held = False
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)  # closing a duplicate never releases the parent's flock
-
-
-def _line(payload: bytes) -> bytes:
-    return b"%08x %s\n" % (zlib.crc32(payload), payload)
-
-
-def _parse_line(line: bytes) -> tuple[dict[str, Any] | None, str]:
-    """The record's JSON object, or (None, why it is damaged)."""
-    if len(line) < 10 or line[8:9] != b" ":
-        return None, "truncated or malformed"
-    payload = line[9:]
-    try:
-        crc = int(line[:8], 16)
-    except ValueError:
-        return None, "bad checksum field"
-    if zlib.crc32(payload) != crc:
-        return None, "checksum mismatch"
-    try:
-        obj = json.loads(payload)
-    except ValueError:
-        return None, "invalid JSON"
-    if not isinstance(obj, dict):
-        return None, "not a record"
-    return obj, ""
-
-
 _SPOOLS: weakref.WeakSet[Spool] = weakref.WeakSet()
 
 
@@ -330,8 +221,8 @@ class Spool:
         self.writer = uuid.uuid4().hex[:12]
         self._job_json = json.dumps(self.job, separators=(",", ":")).encode()
         self._thread_lock = threading.Lock()
-        self._lock = _Flock(self.directory / LOCK_NAME)
-        self._sender = _Flock(self.directory / SENDER_LOCK_NAME)
+        self._lock = Flock(self.directory / LOCK_NAME)
+        self._sender = Flock(self.directory / SENDER_LOCK_NAME)
         self._data_fd: int | None = None
         self._state_fd: int | None = None
         self._closed = False
@@ -390,24 +281,14 @@ class Spool:
         """(next seq, acknowledged seq) from the state file, or None when unreadable."""
         assert self._state_fd is not None
         try:
-            raw = os.pread(self._state_fd, _STATE_LEN, 0)
+            raw = os.pread(self._state_fd, STATE_LEN, 0)
         except OSError:
             return None
-        if len(raw) != _STATE_LEN or raw[8:9] != b" " or raw[-1:] != b"\n":
-            return None
-        body = raw[9:-1]
-        try:
-            if int(raw[:8], 16) != zlib.crc32(body):
-                return None
-            next_text, acked_text = body.split(b" ")
-            return int(next_text), int(acked_text)
-        except ValueError:
-            return None
+        return decode_state(raw)
 
     def _write_state(self, next_seq: int, acked: int) -> None:
         assert self._state_fd is not None
-        body = b"%0*d %0*d" % (_STATE_WIDTH, next_seq, _STATE_WIDTH, acked)
-        data = b"%08x %s\n" % (zlib.crc32(body), body)
+        data = encode_state(next_seq, acked)
         written = os.pwrite(self._state_fd, data, 0)
         if written != len(data):
             raise OSError(errno.ENOSPC, "short write of the spool state")
@@ -423,7 +304,7 @@ class Spool:
         if size:
             data = os.pread(self._data_fd, size, 0)
             for line in data.split(b"\n"):
-                obj, _ = _parse_line(line)
+                obj, _ = parse_line(line)
                 if obj is None:
                     continue
                 if isinstance(obj.get("seq"), int):
@@ -504,7 +385,7 @@ class Spool:
                     doc.encode(),
                 )
             )
-            self._append_line(_line(payload))
+            self._append_line(line_of(payload))
         return seq
 
     def _break(self, exc: BaseException) -> None:
@@ -577,10 +458,9 @@ class Spool:
         acked = 0
         try:  # works after close() too: the last line is logged after the spool closed
             with open(self.state_path, "rb") as fh:
-                raw = fh.read(_STATE_LEN)
-            if len(raw) == _STATE_LEN and int(raw[:8], 16) == zlib.crc32(raw[9:-1]):
-                acked = int(raw[9:-1].split(b" ")[1])
-        except (OSError, ValueError, IndexError):
+                state = decode_state(fh.read(STATE_LEN))
+            acked = 0 if state is None else state[1]
+        except OSError:
             acked = 0
         try:
             with open(self.data_path, "rb") as fh:
@@ -589,7 +469,7 @@ class Spool:
             return 0
         seqs: list[int] = []
         for line in data.split(b"\n"):
-            obj, _ = _parse_line(line)
+            obj, _ = parse_line(line)
             if obj is None:
                 continue
             ack = obj.get("ack")
@@ -683,7 +563,7 @@ class Spool:
             self._acked = max(self._acked, state[1])
         for line in data.split(b"\n")[:-1]:
             self._lineno += 1
-            obj, why = _parse_line(line)
+            obj, why = parse_line(line)
             seq = None if obj is None else obj.get("seq")
             if obj is not None and isinstance(obj.get("ack"), int):
                 self._acked = max(self._acked, obj["ack"])
@@ -734,7 +614,7 @@ class Spool:
                 self._tail_seen = None
             else:
                 payload = b'{"ack":%d,"time":%.6f,"pid":%d}' % (seq, time.time(), os.getpid())
-                self._append_line(_line(payload))
+                self._append_line(line_of(payload))
 
     # ------------------------------------------------------------------ lifecycle
 
