@@ -162,9 +162,8 @@ class Sender:
                         state.take_step(self._barrier())
                     finally:
                         state.lock.release()
-                current = (
-                    self._record_snapshot(record) if record is not None else state.next_local(acked)
-                )
+                local = state.next_local(acked)  # also settles what the spool acknowledged
+                current = self._record_snapshot(record) if record is not None else local
                 if current is None:
                     if self.stop:
                         return
