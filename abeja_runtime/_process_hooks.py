@@ -48,6 +48,7 @@ __all__ = [
     "install_sigterm",
     "log_outcome",
     "register",
+    "register_hooks",
     "unregister",
 ]
 
@@ -126,7 +127,7 @@ _IN_FORKED_CHILD = False
 
 def register(reporter: StatisticsReporter) -> None:
     """Let the process hooks flush ``reporter`` (at exit, on SIGTERM) and fork-reset it."""
-    _register_hooks()
+    register_hooks()
     _REPORTERS.add(reporter)
 
 
@@ -135,7 +136,8 @@ def unregister(reporter: object) -> None:
     _REPORTERS.discard(reporter)  # type: ignore[arg-type]
 
 
-def _register_hooks() -> None:
+def register_hooks() -> None:
+    """Register the exit flush and the fork hook, once per process."""
     global _registered
     if _registered:
         return
@@ -186,7 +188,7 @@ def install_sigterm() -> bool:
     except (ValueError, OSError) as exc:  # embedded interpreters, odd platforms
         logger.debug("cannot install a SIGTERM handler: %s", exc)
         return False
-    _register_hooks()
+    register_hooks()
     _sigterm_installed = True
     return True
 

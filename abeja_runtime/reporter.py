@@ -564,6 +564,10 @@ class StatisticsReporter(DeliverySide):
         return f"<StatisticsReporter to {self.sink.description} ({state})>"
 
 
+# the exit flush and the fork hook from now on: a child forked before the first report
+# must not post either (the hooks cost nothing while no reporter exists)
+_process_hooks.register_hooks()
+
 from ._default_reporter import (  # noqa: E402 - the module functions live in their own room
     close,
     flush,

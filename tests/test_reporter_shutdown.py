@@ -189,3 +189,23 @@ def test_the_last_line_says_all_delivered(server: StatisticsServer) -> None:
     """
     _, err = timed_run(code, env_for(server))
     assert "at exit: statistics: all delivered" in err.splitlines()[-1]
+
+
+def test_a_child_forked_before_the_first_report_posts_nothing(server: StatisticsServer) -> None:
+    code = """
+        import os
+        import abeja_runtime
+        from abeja_runtime import reporter
+        pid = os.fork()
+        if pid == 0:
+            abeja_runtime.report(epoch=9, num_epochs=9, epoch_end=True)
+            print("child", abeja_runtime.get_reporter().enabled, flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        abeja_runtime.report(epoch=1, num_epochs=9, epoch_end=True)
+        print("parent", abeja_runtime.flush(20), flush=True)
+    """
+    result = run(code, env_for(server))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["child", "False", "parent", "True"]
+    assert server.documents == [{"epoch": 1, "num_epochs": 9}]
