@@ -199,7 +199,7 @@ if hasattr(os, "register_at_fork"):
 
 
 class Spool:
-    """One job's on-disk spool; also the reporter's journal (see the module docs).
+    """One job's on-disk spool: the one home of must-deliver snapshots (see the module docs).
 
     Nothing touches the disk until the first record or the first send, so a reporter
     that turns out to be on another rank never creates files.
