@@ -101,3 +101,11 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+# Inside a training job: install the SIGTERM flush while this is the main thread (a
+# reporter first used on a worker thread could not), and send what an earlier process
+# of the job left in the spool at exit even if this one never reports. Cheap (a stat).
+from . import _process_hooks  # noqa: E402
+
+_process_hooks.at_import()

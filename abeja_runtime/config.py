@@ -33,6 +33,7 @@ __all__ = [
     "ENV_USER_ID",
     "ENV_USER_TOKEN",
     "Credential",
+    "env_flag",
     "env_float",
     "env_int",
     "resolve_base_url",
@@ -189,6 +190,38 @@ def resolve_base_url(base_url: str | None = None, environ: Mapping[str, str] | N
             f"{source}: API URL must start with http:// or https://, got {url!r}"
         )
     return url.rstrip("/")
+
+
+_TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+_FALSE_WORDS = frozenset({"0", "false", "no", "off"})
+
+
+def env_flag(name: str, default: bool, environ: Mapping[str, str] | None = None) -> bool:
+    """An on/off variable: ``1/0/true/false/yes/no/on/off`` in any case, blanks ignored.
+
+    The one parser of on/off variables in the package, so that every variable accepts
+    the same words and a typo (``enabled``, ``disable``) is an error instead of silently
+    meaning "off" for one variable and "on" for another.
+
+    Args:
+        name: the variable's name.
+        default: the value when the variable is unset or empty.
+        environ: the environment to read (default: ``os.environ``).
+
+    Raises:
+        ConfigurationError: any other value; the message names the variable.
+    """
+    env = os.environ if environ is None else environ
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in _TRUE_WORDS:
+        return True
+    if raw in _FALSE_WORDS:
+        return False
+    raise ConfigurationError(
+        f"{name} must be one of 1/0, true/false, yes/no, on/off, got {env.get(name)!r}"
+    )
 
 
 def env_float(

@@ -1,10 +1,12 @@
 """The on-disk statistics spool: must-deliver snapshots survive outages, crashes and restarts.
 
-The reporter keeps epoch-end snapshots in memory until the server takes them; a process
-that is killed, preempted or restarted would lose them. The spool writes each one to disk
-*before* ``report(..., epoch_end=True)`` returns, and removes it once the server accepted
-it, so that a restarted process of the same job (or ``abeja-runtime sync``) sends what is
-left, in order.
+Inside a job the spool is the only home of must-deliver snapshots (epoch ends, and the
+latest step document when a flush runs): each is written here *before*
+``report(..., epoch_end=True)`` returns, posted from here in spool order by the one
+process that is the spool's sender (its own records and every other process's), and
+acknowledged once the server took it. A restarted process of the same job (or
+``abeja-runtime sync``) sends what is left, first. The format of the files is in
+:mod:`abeja_runtime._spool_files`. This module never imports the reporter.
 
 Layout of one job's spool directory (mode 0700; files 0600)::
 
@@ -72,22 +74,16 @@ import threading
 import time
 import uuid
 import weakref
-import zlib
 from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from ._documents import convert_document
+from ._spool_files import STATE_LEN, Flock, decode_state, encode_state, line_of, parse_line
+from .config import env_flag
 from .errors import StatisticsError
 from .jsonsafe import to_json_safe
-from .reporter import JournalRoute, Snapshot, _convert
-
-try:  # POSIX
-    import fcntl
-
-    _HAVE_FCNTL = True
-except ImportError:  # pragma: no cover - Windows
-    _HAVE_FCNTL = False
 
 __all__ = [
     "DATA_FILE_NAME",
@@ -113,10 +109,6 @@ SENDER_LOCK_NAME = "sender.lock"
 RUNTIME_DIR_NAME = ".abeja-runtime"
 SPOOL_SUBDIR = os.path.join(RUNTIME_DIR_NAME, "spool")
 
-#: the state line: "<crc> <next seq> <acknowledged seq>\n", fixed width so that an
-#: in-place rewrite never leaves old bytes behind
-_STATE_WIDTH = 20
-_STATE_LEN = 8 + 1 + _STATE_WIDTH + 1 + _STATE_WIDTH + 1
 #: how long the training thread waits for the spool's thread lock before giving up on
 #: this record (kept in memory instead): a SIGTERM handler that interrupted an append on
 #: the same thread must not deadlock
@@ -155,9 +147,24 @@ class SpoolRecord(NamedTuple):
 
 
 def spool_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """False when ``ABEJA_RUNTIME_SPOOL`` says ``0``/``false``/``no``/``off``."""
-    env = os.environ if environ is None else environ
-    return env.get(ENV_SPOOL, "").strip().lower() not in ("0", "false", "no", "off")
+    """``ABEJA_RUNTIME_SPOOL`` (default on), parsed by :func:`abeja_runtime.config.env_flag`.
+
+    Raises:
+        ConfigurationError: the variable holds something other than an on/off word.
+    """
+    return env_flag(ENV_SPOOL, True, environ)
+
+
+def has_leftovers(directory: str | os.PathLike[str]) -> bool:
+    """True when the spool in ``directory`` may hold undelivered records (one ``stat``).
+
+    Cheap enough for every reporter start and for ``import abeja_runtime``: what an
+    earlier process left must go first, without waiting for a new report.
+    """
+    try:
+        return os.stat(os.path.join(directory, DATA_FILE_NAME)).st_size > 0
+    except OSError:
+        return False
 
 
 def spool_root(environ: Mapping[str, str] | None = None) -> Path:
@@ -179,106 +186,6 @@ def default_spool_dir(training_job_id: str, environ: Mapping[str, str] | None = 
     return spool_root(environ) / training_job_id
 
 
-class _Flock:
-    """An exclusive lock on a file, shared by every process that opens the same path.
-
-    POSIX: ``flock(2)`` on a descriptor kept open (the lock :mod:`filelock` takes, without
-    its 70 us of bookkeeping per acquire). Elsewhere: :class:`filelock.FileLock`.
-    A ``flock`` lock belongs to the open file, not the thread: callers serialise their
-    own threads.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fd: int | None = None
-        self._filelock: Any = None
-        self.held = False
-
-    def _open(self) -> int:
-        if self._fd is None:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            self._fd = fd
-        return self._fd
-
-    def acquire(self, blocking: bool = True) -> bool:
-        if self.held:
-            return True
-        if not _HAVE_FCNTL:  # pragma: no cover - Windows
-            import filelock
-
-            if self._filelock is None:
-                self._filelock = filelock.FileLock(
-                    str(self.path), thread_local=False, preserve_lock_file=True
-                )
-            try:
-                self._filelock.acquire(blocking=blocking)
-            except filelock.Timeout:
-                return False
-            self.held = True
-            return True
-        fd = self._open()
-        flags = fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB)
-        try:
-            fcntl.flock(fd, flags)
-        except BlockingIOError:
-            return False
-        except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
-                return False
-            raise
-        self.held = True
-        return True
-
-    def release(self) -> None:
-        if not self.held:
-            return
-        self.held = False
-        if self._filelock is not None:  # pragma: no cover - Windows
-            self._filelock.release()
-            return
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        self.release()
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-    def forget_after_fork(self) -> None:
-        """In a forked child: drop the inherited descriptor without unlocking the parent's."""
-        fd, self._fd = self._fd, None
-        self.held = False
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)  # closing a duplicate never releases the parent's flock
-
-
-def _line(payload: bytes) -> bytes:
-    return b"%08x %s\n" % (zlib.crc32(payload), payload)
-
-
-def _parse_line(line: bytes) -> tuple[dict[str, Any] | None, str]:
-    """The record's JSON object, or (None, why it is damaged)."""
-    if len(line) < 10 or line[8:9] != b" ":
-        return None, "truncated or malformed"
-    payload = line[9:]
-    try:
-        crc = int(line[:8], 16)
-    except ValueError:
-        return None, "bad checksum field"
-    if zlib.crc32(payload) != crc:
-        return None, "checksum mismatch"
-    try:
-        obj = json.loads(payload)
-    except ValueError:
-        return None, "invalid JSON"
-    if not isinstance(obj, dict):
-        return None, "not a record"
-    return obj, ""
-
-
 _SPOOLS: weakref.WeakSet[Spool] = weakref.WeakSet()
 
 
@@ -292,7 +199,7 @@ if hasattr(os, "register_at_fork"):
 
 
 class Spool:
-    """One job's on-disk spool; also the reporter's journal (see the module docs).
+    """One job's on-disk spool: the one home of must-deliver snapshots (see the module docs).
 
     Nothing touches the disk until the first record or the first send, so a reporter
     that turns out to be on another rank never creates files.
@@ -314,14 +221,12 @@ class Spool:
         self.writer = uuid.uuid4().hex[:12]
         self._job_json = json.dumps(self.job, separators=(",", ":")).encode()
         self._thread_lock = threading.Lock()
-        self._lock = _Flock(self.directory / LOCK_NAME)
-        self._sender = _Flock(self.directory / SENDER_LOCK_NAME)
+        self._lock = Flock(self.directory / LOCK_NAME)
+        self._sender = Flock(self.directory / SENDER_LOCK_NAME)
         self._data_fd: int | None = None
         self._state_fd: int | None = None
         self._closed = False
         self._broken = False
-        # this writer's records: reporter seq -> spool seq
-        self._mine: dict[int, int] = {}
         # sender side: what was read of the data file
         self._offset = 0
         self._lineno = 0
@@ -376,24 +281,14 @@ class Spool:
         """(next seq, acknowledged seq) from the state file, or None when unreadable."""
         assert self._state_fd is not None
         try:
-            raw = os.pread(self._state_fd, _STATE_LEN, 0)
+            raw = os.pread(self._state_fd, STATE_LEN, 0)
         except OSError:
             return None
-        if len(raw) != _STATE_LEN or raw[8:9] != b" " or raw[-1:] != b"\n":
-            return None
-        body = raw[9:-1]
-        try:
-            if int(raw[:8], 16) != zlib.crc32(body):
-                return None
-            next_text, acked_text = body.split(b" ")
-            return int(next_text), int(acked_text)
-        except ValueError:
-            return None
+        return decode_state(raw)
 
     def _write_state(self, next_seq: int, acked: int) -> None:
         assert self._state_fd is not None
-        body = b"%0*d %0*d" % (_STATE_WIDTH, next_seq, _STATE_WIDTH, acked)
-        data = b"%08x %s\n" % (zlib.crc32(body), body)
+        data = encode_state(next_seq, acked)
         written = os.pwrite(self._state_fd, data, 0)
         if written != len(data):
             raise OSError(errno.ENOSPC, "short write of the spool state")
@@ -409,7 +304,7 @@ class Spool:
         if size:
             data = os.pread(self._data_fd, size, 0)
             for line in data.split(b"\n"):
-                obj, _ = _parse_line(line)
+                obj, _ = parse_line(line)
                 if obj is None:
                     continue
                 if isinstance(obj.get("seq"), int):
@@ -455,14 +350,11 @@ class Spool:
         *,
         lseq: int = 0,
         created: float | None = None,
-        track: bool = False,
     ) -> int:
         """Write one must-deliver document; returns its spool ``seq``.
 
         Runs on the reporting thread: converts the document to JSON (reading tensor
-        values) outside the lock, then appends under it. No fsync. With ``track`` the
-        record is this writer's snapshot ``lseq``, known as such (see :meth:`route`)
-        before this process's sender can read the line.
+        values) outside the lock, then appends under it. No fsync.
 
         Raises:
             OSError: the spool cannot be written (full disk, read-only file system).
@@ -473,7 +365,7 @@ class Spool:
         try:
             safe = to_json_safe(document)
         except StatisticsError:
-            safe = _convert(document, set())
+            safe = convert_document(document, set())
         doc = json.dumps(safe, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         when = time.time() if created is None else created
         with self._locked(_THREAD_LOCK_WAIT):
@@ -493,90 +385,17 @@ class Spool:
                     doc.encode(),
                 )
             )
-            self._append_line(_line(payload))
-            if track:  # still under the thread lock: before this process's sender reads it
-                self._mine[lseq] = seq
+            self._append_line(line_of(payload))
         return seq
-
-    # ------------------------------------------------------------------ journal protocol
-
-    def record(self, snapshot: Snapshot) -> None:
-        """Journal hook: write an epoch-end snapshot before ``report()`` returns."""
-        self.append(snapshot.document, lseq=snapshot.seq, created=snapshot.created, track=True)
-
-    def acknowledge(self, snapshot: Snapshot) -> None:
-        """Journal hook: the server took (or refused for good) our own ``snapshot``."""
-        seq = self._mine.pop(snapshot.seq, None)
-        if seq is not None:
-            self.acknowledge_seq(seq)
-
-    def acknowledge_record(self, key: Any) -> None:
-        """Journal hook: the server took (or refused for good) the record ``key`` (a seq)."""
-        self.acknowledge_seq(int(key))
-
-    def replay(self) -> list[dict[str, Any]]:
-        """Journal hook of the simple protocol; the spool hands records over in :meth:`route`."""
-        return []
-
-    def route(self, head: Snapshot | None) -> JournalRoute:
-        """What the reporter's sender does next about epoch-end snapshots.
-
-        Args:
-            head: the oldest of this reporter's epoch-end snapshots not yet settled.
-
-        Returns:
-            ``post_record`` (a record of another process, or of an earlier one of this
-            job, goes first: post ``document``, then :meth:`acknowledge_record` ``key``),
-            ``post_head`` (post ``head`` yourself, then :meth:`acknowledge`),
-            ``settled`` (another process delivered ``head``), ``wait`` (another process
-            is the sender and has not delivered ``head`` yet: ask again shortly), or
-            ``none`` (nothing to do).
-        """
-        spooled = None if head is None else self._mine.get(head.seq)
-        if head is not None and spooled is None:
-            return JournalRoute("post_head")  # not on disk (the write failed): send it
-        if self._broken:
-            return JournalRoute("post_head" if head is not None else "none")
-        try:
-            sender = self.try_become_sender()
-        except OSError as exc:
-            self._break(exc)
-            return JournalRoute("post_head" if head is not None else "none")
-        if not sender:
-            if spooled is None:
-                return JournalRoute("none")
-            if self.acknowledged_seq() >= spooled:
-                self._mine.pop(head.seq if head is not None else 0, None)
-                return JournalRoute("settled")
-            return JournalRoute("wait")
-        try:
-            self._refresh()
-        except OSError as exc:
-            self._break(exc)
-            return JournalRoute("post_head" if head is not None else "none")
-        if spooled is not None and spooled <= self._acked:
-            self._mine.pop(head.seq if head is not None else 0, None)
-            return JournalRoute("settled")  # delivered by an earlier sender
-        if not self._pending:
-            return JournalRoute("post_head" if head is not None else "none")
-        record = self._pending[0]
-        if head is None and record.writer == self.writer and record.lseq in self._mine:
-            # our own snapshot, recorded but not yet in the reporter's queue (record()
-            # runs just before the reporter queues it): it comes back as ``head`` and is
-            # posted and counted once, as our own
-            return JournalRoute("none")
-        if spooled is not None and record.seq == spooled:
-            return JournalRoute("post_head", key=record.seq)
-        return JournalRoute(
-            "post_record", document=record.document, key=record.seq, created=record.time
-        )
 
     def _break(self, exc: BaseException) -> None:
         """Stop using the spool for sending after an I/O error (memory goes on)."""
         if not self._broken:
             self._broken = True
             logger.warning(
-                "statistics spool %s cannot be read (%s); epoch ends are sent from memory",
+                "statistics spool %s could not be read or updated (%s): records already "
+                "there stay on disk for the next start of this job or `abeja-runtime sync`; "
+                "this process sends what it reports from memory",
                 self.directory,
                 exc,
             )
@@ -587,6 +406,80 @@ class Spool:
     def is_sender(self) -> bool:
         """True while this instance holds the sender lock."""
         return self._sender.held
+
+    @property
+    def broken(self) -> bool:
+        """True after an I/O error made this instance stop reading the spool."""
+        return self._broken
+
+    def last_seq(self) -> int:
+        """The seq of the newest record written by any process (0 when none); one pread."""
+        with self._thread_lock:
+            self._open()
+            state = self._read_state()
+        return 0 if state is None else state[0] - 1
+
+    def peek_acknowledged(self) -> int:
+        """:meth:`acknowledged_seq` without the thread lock (0 when unknown).
+
+        For a flush that may run in a signal handler which interrupted this very
+        thread inside the spool: one ``pread`` of the state line, which is written in
+        place with one ``pwrite`` and checksummed.
+        """
+        fd = self._state_fd
+        if fd is None:
+            return 0
+        try:
+            state = self._read_state()
+        except (OSError, AssertionError):
+            return 0
+        return 0 if state is None else state[1]
+
+    def next_record(self) -> SpoolRecord | None:
+        """The oldest record not yet acknowledged, or None (sender only; reads new lines).
+
+        Never raises: an I/O error marks the spool broken (logged once) and returns None.
+        """
+        if self._broken or not self._sender.held:
+            return None
+        try:
+            self._refresh()
+        except OSError as exc:
+            self._break(exc)
+            return None
+        return self._pending[0] if self._pending else None
+
+    def undelivered(self) -> int:
+        """How many records are not acknowledged yet, read from the file by anyone.
+
+        For the last line of a stopping process ("N snapshots kept in the spool"); it
+        parses the whole data file, so it is not for a hot path.
+        """
+        acked = 0
+        try:  # works after close() too: the last line is logged after the spool closed
+            with open(self.state_path, "rb") as fh:
+                state = decode_state(fh.read(STATE_LEN))
+            acked = 0 if state is None else state[1]
+        except OSError:
+            acked = 0
+        try:
+            with open(self.data_path, "rb") as fh:
+                data = fh.read()
+        except OSError:
+            return 0
+        seqs: list[int] = []
+        for line in data.split(b"\n"):
+            obj, _ = parse_line(line)
+            if obj is None:
+                continue
+            ack = obj.get("ack")
+            if isinstance(ack, int):
+                acked = max(acked, ack)
+                continue
+            seq = obj.get("seq")
+            if isinstance(seq, int):
+                seqs.append(seq)
+        return sum(1 for seq in seqs if seq > acked)
 
     def try_become_sender(self) -> bool:
         """Take the sender lock if no other process holds it (never waits)."""
@@ -670,7 +563,7 @@ class Spool:
             self._acked = max(self._acked, state[1])
         for line in data.split(b"\n")[:-1]:
             self._lineno += 1
-            obj, why = _parse_line(line)
+            obj, why = parse_line(line)
             seq = None if obj is None else obj.get("seq")
             if obj is not None and isinstance(obj.get("ack"), int):
                 self._acked = max(self._acked, obj["ack"])
@@ -721,7 +614,7 @@ class Spool:
                 self._tail_seen = None
             else:
                 payload = b'{"ack":%d,"time":%.6f,"pid":%d}' % (seq, time.time(), os.getpid())
-                self._append_line(_line(payload))
+                self._append_line(line_of(payload))
 
     # ------------------------------------------------------------------ lifecycle
 

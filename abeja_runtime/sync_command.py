@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -55,11 +56,15 @@ def _describe(document: dict[str, Any]) -> str:
 def _open_pending(
     directory: Path, say: Callable[[str], None], complain: Callable[[str], None]
 ) -> tuple[Any, list[Any] | None]:
-    """The spool in ``directory`` (as its sender) and its records; None when busy."""
+    """The spool in ``directory`` (as its sender) and its records; None when busy.
+
+    No spool there (never made, or removed by a sync that sent everything): no spool
+    object and no records, which is "nothing to send", not an error.
+    """
     from .spool import DATA_FILE_NAME, Spool, SpoolBusyError
 
     if not (directory / DATA_FILE_NAME).exists():
-        raise ConfigurationError(f"no statistics spool in {directory}")
+        return None, []  # never made, or removed by a sync that sent everything
     spool = Spool(directory)
     try:
         records = spool.pending()
@@ -124,15 +129,18 @@ def deliver_spool(
 ) -> int:
     """Post every record of the spool in ``directory`` with ``client``; the exit code.
 
-    The spool is removed once every record was delivered (or refused as malformed).
+    The spool is removed once every record was delivered (or refused as malformed);
+    no spool in ``directory`` is nothing to send (exit 0).
     ``abeja-runtime run`` calls this after its handler ended, so that what a killed
     handler left is delivered before the job gets its final status.
 
     Raises:
-        ConfigurationError: no spool in ``directory``, or a record names no job and the
-            environment does not either.
+        ConfigurationError: a record names no job and the environment does not either.
     """
     spool, records = _open_pending(directory, say, say)
+    if spool is None:
+        say(f"nothing to send: no statistics spool in {directory}")
+        return EXIT_OK
     try:
         if records is None:
             return EXIT_FAILURE
@@ -145,12 +153,14 @@ def sync_spool(directory: Path, *, organization: str | None = None) -> int:
     """Send every record of the spool in ``directory``; returns the exit code.
 
     Raises:
-        ConfigurationError: no spool in ``directory``, or no usable API configuration
-            (see :func:`open_target`).
+        ConfigurationError: no usable API configuration (see :func:`open_target`).
     """
     from .api_target import open_target
 
     spool, records = _open_pending(directory, _say, _complain)
+    if spool is None:
+        _say(f"nothing to send: no statistics spool in {directory}")
+        return EXIT_OK
     try:
         if records is None:
             return EXIT_FAILURE
@@ -158,9 +168,7 @@ def sync_spool(directory: Path, *, organization: str | None = None) -> int:
             spool.remove()
             _say(f"nothing to send; removed {directory}")
             return EXIT_OK
-        org = organization or next(
-            (r.job.get("organization_id") for r in records if r.job), None
-        )
+        org = organization or next((r.job.get("organization_id") for r in records if r.job), None)
         with open_target(
             org, announce=lambda line: print(line, file=sys.stderr), brief=True
         ) as target:
@@ -189,12 +197,18 @@ def _run(args: argparse.Namespace) -> int:
         return exit_code_for_error(exc)
 
 
+def _plain(text: str) -> str:
+    """Docstring text without Sphinx markup (``:mod:`x``` and double backquotes) for --help."""
+    text = re.sub(r":[a-z]+:`~?([^`<]*?)(?: <[^>]*>)?`", r"\1", text)
+    return text.replace("``", "")
+
+
 def register(subparsers: Any) -> None:
     """Add ``sync`` to the ``abeja-runtime`` command."""
     parser = subparsers.add_parser(
         "sync",
         help="send a job's leftover statistics spool to the Training API",
-        description=__doc__.split("\n\n")[1] if __doc__ else None,
+        description=_plain(__doc__.split("\n\n")[1]) if __doc__ else None,
     )
     parser.add_argument(
         "--dir",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -86,7 +87,7 @@ def _pct(values: list[int], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] / 1000
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=2000)
     parser.add_argument("--steps", type=int, default=20000)
@@ -125,7 +126,10 @@ def main() -> None:
     print(f"  with spool:    p50 {s50:6.2f} us   p99 {s99:6.2f} us")
     print(f"  without spool: p50 {n50:6.2f} us   p99 {n99:6.2f} us")
     print(f"  ratio:         p50 {s50 / n50:5.2f}x    p99 {s99 / n99:5.2f}x   (target <= ~1.0x)")
+    met = e_p99_s - e_p99_n < 200.0
+    print("target: spool write p99 < 200 us: " + ("MET" if met else "NOT MET"))
+    return 0 if met else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

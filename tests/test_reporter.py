@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from abeja_runtime.errors import APIConnectionError, BadRequest, HttpError, StatisticsError
-from abeja_runtime.reporter import Snapshot, StatisticsReporter
+from abeja_runtime.reporter import StatisticsReporter
 from abeja_runtime.sinks import MemorySink
 from abeja_runtime.statistics import Statistics
 
@@ -487,35 +487,26 @@ def test_close_flushes_then_ignores_reports(make_reporter: Any) -> None:
     assert sink.documents[-1] == {"epoch": 2}
 
 
-def test_journal_hook_records_and_acknowledges_epoch_ends(make_reporter: Any) -> None:
-    class ListJournal:
-        def __init__(self) -> None:
-            self.recorded: list[Snapshot] = []
-            self.acknowledged: list[Snapshot] = []
-            self.record_threads: set[str] = set()
+def test_epoch_ends_are_on_disk_before_report_returns_and_removed_once_delivered(
+    make_reporter: Any, tmp_path: Any
+) -> None:
+    from abeja_runtime.spool import Spool
 
-        def record(self, snapshot: Snapshot) -> None:
-            self.record_threads.add(threading.current_thread().name)
-            self.recorded.append(snapshot)
-
-        def acknowledge(self, snapshot: Snapshot) -> None:
-            self.acknowledged.append(snapshot)
-
-        def replay(self) -> list[dict[str, Any]]:
-            return [{"epoch": 0, "replayed": True}]
-
-    journal = ListJournal()
     sink = TimedSink()
-    reporter = make_reporter(sink=sink, min_interval=0, journal=journal)
+    sink.always = unavailable(retry_after=0.05)
+    reporter = make_reporter(sink=sink, min_interval=0, spool_dir=tmp_path)
     reporter.report(epoch=1, epoch_end=True)
     reporter.report(epoch=2)
     reporter.report(epoch=3, epoch_end=True)
+    written = (tmp_path / "records.log").read_text()
+    assert '"epoch":1' in written and '"epoch":3' in written
+    assert '"epoch":2' not in written  # step reports never touch the spool
+    sink.always = None
     assert reporter.flush(10)
-    assert [s.document["epoch"] for s in journal.recorded] == [1, 3]
-    assert journal.record_threads == {threading.current_thread().name}
-    assert [s.seq for s in journal.acknowledged] == [s.seq for s in journal.recorded]
-    assert sink.documents[0] == {"epoch": 0, "replayed": True}
-    assert sink.documents[-1] == {"epoch": 3}
+    assert [doc["epoch"] for doc in sink.documents] == [1, 3]
+    assert (tmp_path / "records.log").stat().st_size == 0
+    reporter.close(5)
+    assert Spool(tmp_path).pending() == []
 
 
 def test_system_metrics_are_added_under_one_key(make_reporter: Any) -> None:
@@ -540,6 +531,7 @@ def test_counters_are_a_plain_dict(make_reporter: Any) -> None:
         "failed",
         "dropped",
         "pending",
+        "repaired",
     }
     assert "enabled" in repr(reporter)
 
