@@ -290,8 +290,9 @@ def test_job_not_found(api: Emulator, cli: Any, version: str) -> None:
 
 def test_bad_instance_type_is_refused(api: Emulator, cli: Any, version: str) -> None:
     result = cli("jobs", "create", version, "1", "--instance-type", "huge")
-    assert result.code == 1
+    assert result.code == 2  # a bad argument, refused before any request
     assert "instance" in _one_error_line(result)
+    assert cli("jobs", "list", version, "--json").json()["entries"] == []
 
 
 # --------------------------------------------------------------------------- models
