@@ -396,7 +396,12 @@ def test_top_level_os_error_is_one_line(emulator: Emulator, tmp_path: Path) -> N
     )
     model_id = model["training_model_id"]
     ran = cli(
-        base_env(emulator), "models", "download", "os-error-def", model_id, "--output",
+        base_env(emulator),
+        "models",
+        "download",
+        "os-error-def",
+        model_id,
+        "--output",
         "/dev/null/x/model.zip",
     )
     assert ran.code == 1, ran.err
