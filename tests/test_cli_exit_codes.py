@@ -406,3 +406,33 @@ def test_top_level_os_error_is_one_line(emulator: Emulator, tmp_path: Path) -> N
     )
     assert ran.code == 1, ran.err
     assert "/dev/null" in ran.one_line()
+
+
+# --------------------------------------------------- the README's variable tables
+
+
+def _code_env_names() -> dict[str, list[str]]:
+    """Every ``ENV_* = "NAME"`` defined in the package: name -> the files defining it."""
+    defined: dict[str, list[str]] = {}
+    for path in sorted((REPO / "abeja_runtime").rglob("*.py")):
+        for match in re.finditer(r'^ENV_\w+ = "([A-Z0-9_]+)"', path.read_text(), re.M):
+            defined.setdefault(match.group(1), []).append(path.name)
+    return defined
+
+
+def _readme_env_names() -> set[str]:
+    text = README.read_text(encoding="utf-8")
+    section = text.split("### Runner and CLI variables", 1)[1].split("\n## Benchmarks", 1)[0]
+    return set(re.findall(r"`([A-Z][A-Z0-9_]{2,})`", section))
+
+
+def test_each_variable_name_is_defined_once() -> None:
+    twice = {name: files for name, files in _code_env_names().items() if len(files) > 1}
+    assert twice == {}
+
+
+def test_readme_variable_tables_match_the_code() -> None:
+    in_code = set(_code_env_names())
+    in_readme = _readme_env_names()
+    assert in_code - in_readme == set(), "variables the README does not list"
+    assert in_readme - in_code == set(), "variables the README lists that the code never reads"
