@@ -279,16 +279,6 @@ def test_run_refuses_a_bad_argument_before_creating_anything(
     assert definition_names(emulator) == before
 
 
-def test_stop_grace_env_and_option_are_refused_alike(emulator: Emulator, tmp_path: Path) -> None:
-    source = handler_dir(tmp_path, "def handler(context):\n    pass\n")
-    before = definition_names(emulator)
-    env = base_env(emulator, ABEJA_RUNTIME_STOP_GRACE="-1")
-    ran = cli(env, "run", "train:handler", "--source", str(source), "--job-definition", "g")
-    assert ran.code == 2
-    assert "ABEJA_RUNTIME_STOP_GRACE" in ran.one_line()
-    assert definition_names(emulator) == before
-
-
 @pytest.mark.parametrize(
     "argv",
     [
@@ -319,7 +309,6 @@ def test_jobs_create_refuses_before_any_request(emulator: Emulator, argv: list[s
         (["models", "get", "demo", "notanid"], "model_id"),
         (["jobs", "list", "demo", "--limit", "-1"], "--limit"),
         (["jobs", "create", "demo", "0"], "VERSION"),
-        (["emulator", "--port", "99999"], "port"),
         (["definitions", "get"], "NAME"),
         (["definitions", "list", "--organization", "12"], "organization_id"),
     ],
