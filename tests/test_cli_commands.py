@@ -369,8 +369,9 @@ def test_models_create_refuses_bad_metrics(
     api: Emulator, cli: Any, version: str, tmp_path: Path
 ) -> None:
     (tmp_path / "m.bin").write_bytes(b"x")
+    job = "1443722127663"
     result = cli(
-        "models", "create", version, str(tmp_path / "m.bin"), "--job", "1", "--metrics", "[1]"
+        "models", "create", version, str(tmp_path / "m.bin"), "--job", job, "--metrics", "[1]"
     )
     assert result.code == 2
     assert "--metrics must be a JSON object" in _one_error_line(result)

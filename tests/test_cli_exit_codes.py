@@ -310,6 +310,8 @@ def test_jobs_create_refuses_before_any_request(emulator: Emulator, argv: list[s
         (["jobs", "list", "demo", "--limit", "-1"], "--limit"),
         (["jobs", "create", "demo", "0"], "VERSION"),
         (["definitions", "get"], "NAME"),
+        (["versions", "get", "demo", "\uff11"], "VERSION"),
+        (["models", "create", "demo", "README.md", "--job", "notanid"], "--job"),
         (["definitions", "list", "--organization", "12"], "organization_id"),
     ],
 )
@@ -321,6 +323,14 @@ def test_argument_errors_exit_2_with_one_line(
     assert ran.code == 2, ran.err
     assert message in ran.one_line()
     assert definition_names(emulator) == before
+
+
+def test_password_in_api_url_is_never_printed(emulator: Emulator) -> None:
+    url = f"http://user:hunter2secret@127.0.0.1:{emulator.port}"
+    ran = cli(base_env(emulator, ABEJA_API_URL=url), "definitions", "list")
+    assert ran.code == 2
+    line = ran.one_line()
+    assert "ABEJA_API_URL" in line and "hunter2secret" not in line
 
 
 def test_api_400_for_a_limit_is_a_usage_error(emulator: Emulator) -> None:
