@@ -271,26 +271,26 @@ def check_api_url(url: str, what: str) -> str:
     """
     shown = repr(_mask_userinfo(url)) if isinstance(url, str) else repr(type(url).__name__)
     if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-        raise ConfigurationError(f"{what}: API URL must start with http:// or https://, got {shown}")
+        raise ConfigurationError(f"{what} must start with http:// or https://, got {shown}")
     if CONTROL_CHARS.search(url) or any(c.isspace() for c in url):
-        raise ConfigurationError(f"{what}: API URL must not contain spaces or control characters")
+        raise ConfigurationError(f"{what} must not contain spaces or control characters")
     parts = urlsplit(url)
     if "@" in parts.netloc:
         raise ConfigurationError(
-            f"{what}: API URL must not contain a user name or password, got {shown} "
+            f"{what} must not contain a user name or password, got {shown} "
             "(give credentials in PLATFORM_AUTH_TOKEN or the user/datasource variables)"
         )
     if not parts.hostname:
-        raise ConfigurationError(f"{what}: API URL has no host, got {shown}")
+        raise ConfigurationError(f"{what} has no host, got {shown}")
     try:
         parts.port  # noqa: B018 - raises ValueError for a port out of range
     except ValueError:
-        raise ConfigurationError(f"{what}: API URL has an invalid port, got {shown}") from None
+        raise ConfigurationError(f"{what} has an invalid port, got {shown}") from None
     if parts.netloc.endswith(":"):
-        raise ConfigurationError(f"{what}: API URL has an empty port, got {shown}")
+        raise ConfigurationError(f"{what} has an empty port, got {shown}")
     if parts.query or parts.fragment or url.rstrip("/").endswith(("?", "#")):
         raise ConfigurationError(
-            f"{what}: API URL must not have a query or fragment, got {shown}"
+            f"{what} must not have a query or fragment, got {shown}"
         )
     return url.rstrip("/")
 

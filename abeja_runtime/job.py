@@ -373,7 +373,7 @@ class JobContext:
         try:
             api_url = resolve_base_url(None, env)
         except ConfigurationError as exc:
-            invalid[ENV_API_URL] = str(exc)
+            invalid[ENV_API_URL] = str(exc).removeprefix(ENV_API_URL).strip()
 
         handler = env.get(ENV_HANDLER, "").strip() or None
         if handler is not None and not _HANDLER_RE.match(handler):
