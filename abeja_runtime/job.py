@@ -26,6 +26,12 @@ Rank variables, first complete family wins: ``RANK``/``LOCAL_RANK``/``WORLD_SIZE
 ``..._SIZE`` (Open MPI, Horovod under mpirun), ``HOROVOD_RANK``/``HOROVOD_LOCAL_RANK``/
 ``HOROVOD_SIZE`` (horovodrun with gloo), ``PMI_RANK``/``MPI_LOCALRANKID``/``PMI_SIZE``
 (MPICH, Intel MPI), ``SLURM_PROCID``/``SLURM_LOCALID``/``SLURM_NTASKS`` (srun).
+With no global rank at all, an initialised ``torch.distributed`` decides, else a local
+rank alone (``LOCAL_RANK`` set by itself) is taken as the rank, so that only local rank
+0 reports instead of every process.
+
+Values are checked by :mod:`abeja_runtime.validators` (ids, names, versions) and
+:func:`abeja_runtime.config.check_api_url`, the same checks the client and the CLI use.
 """
 
 from __future__ import annotations
@@ -164,7 +170,8 @@ def _parse_rank(environ: Mapping[str, str]) -> tuple[RankInfo, dict[str, str]]:
             invalid[rank_var] = f"rank {rank} is not below the world size {size} ({size_var})"
             return RankInfo(), invalid
         return RankInfo(rank, local, size, launcher), invalid
-    return _local_rank_only(environ, invalid) or _torch_distributed_rank() or RankInfo(), invalid
+    # an initialised process group knows the global rank; LOCAL_RANK alone is a fallback
+    return _torch_distributed_rank() or _local_rank_only(environ, invalid) or RankInfo(), invalid
 
 
 def _local_rank_only(environ: Mapping[str, str], invalid: dict[str, str]) -> RankInfo | None:
