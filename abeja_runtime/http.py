@@ -52,7 +52,7 @@ import requests.utils
 import urllib3.exceptions
 
 from ._version import __version__
-from .config import DEFAULT_TIMEOUT, Credential, check_duration
+from .config import DEFAULT_TIMEOUT, Credential, check_api_url, check_duration
 from .errors import (
     AbejaRuntimeError,
     APIConnectionError,
@@ -207,7 +207,9 @@ class HttpTransport:
         pool_maxsize: int = 16,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        # the one URL check again: a transport made directly (the reporter's) must not
+        # carry a password in the URL it prints with every error
+        self.base_url = check_api_url(base_url, "base_url")
         self.credential = credential
         self.timeout = normalize_timeout(timeout)
         self.retry = retry if retry is not None else RetryPolicy()

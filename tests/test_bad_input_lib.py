@@ -254,3 +254,11 @@ def test_whole_credential_is_redacted(server: HTTPServer) -> None:
         client.get_training_job_definitions(ORG)
     text = str(info.value)
     assert "bad token ***; NewConnectionError" in text, text
+
+
+def test_transport_made_directly_refuses_a_password_in_its_url() -> None:
+    from abeja_runtime.http import HttpTransport
+
+    with pytest.raises(ConfigurationError) as info:
+        HttpTransport(f"http://user:hunter2secret@127.0.0.1:{closed_port()}")
+    assert "hunter2secret" not in str(info.value)
