@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import (
+    CREDENTIAL_ENV,
     ENV_API_URL,
     ENV_AUTH_TOKEN,
-    ENV_DATASOURCE_ID,
-    ENV_DATASOURCE_SECRET,
+    ENV_EMULATOR_DIR,
+    ENV_ORGANIZATION_ID,
     ENV_USER_ID,
     ENV_USER_TOKEN,
     resolve_base_url,
@@ -49,17 +50,8 @@ __all__ = [
     "open_target",
 ]
 
-ENV_ORGANIZATION_ID = "ABEJA_ORGANIZATION_ID"
-ENV_EMULATOR_DIR = "ABEJA_RUNTIME_EMULATOR_DIR"
-
-#: every variable that can carry a platform credential
-CREDENTIAL_ENV_NAMES = (
-    ENV_AUTH_TOKEN,
-    ENV_USER_ID,
-    ENV_USER_TOKEN,
-    ENV_DATASOURCE_ID,
-    ENV_DATASOURCE_SECRET,
-)
+#: every variable that can carry a platform credential (the name this module always used)
+CREDENTIAL_ENV_NAMES = CREDENTIAL_ENV
 
 
 def default_emulator_dir(environ: Mapping[str, str] | None = None) -> Path:

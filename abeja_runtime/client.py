@@ -31,13 +31,16 @@ import shutil
 import tempfile
 import time
 import zipfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, overload
+from typing import IO, Any, TypeVar, overload
 from urllib.parse import quote
 
 from .config import (
+    ENV_JOB_DEFINITION_NAME,
+    ENV_ORGANIZATION_ID,
+    ENV_TRAINING_JOB_ID,
     Credential,
     resolve_base_url,
     resolve_credential,
@@ -56,6 +59,7 @@ from .jsonsafe import to_json_safe
 from .multipart import MultipartBody, ensure_binary_readable
 from .retry import RetryPolicy
 from .statistics_rules import check_document, check_wire_document
+from .validators import check_id, check_name, check_version
 
 __all__ = [
     "ENV_JOB_DEFINITION_NAME",
@@ -65,15 +69,12 @@ __all__ = [
     "validate_instance_type",
 ]
 
-ENV_ORGANIZATION_ID = "ABEJA_ORGANIZATION_ID"
-ENV_JOB_DEFINITION_NAME = "TRAINING_JOB_DEFINITION_NAME"
-ENV_TRAINING_JOB_ID = "TRAINING_JOB_ID"
 
 _COPY_CHUNK = 1024 * 1024
+_T = TypeVar("_T")
 
 # cpu-N, gpu-N, gpu:<class>-N (N a positive number such as 1, 4 or 0.25)
 _INSTANCE_TYPE = re.compile(r"^(?:cpu|gpu|gpu:[a-z][a-z0-9]*)-(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)$")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def _invalid(message: str) -> BadRequest:
@@ -97,35 +98,35 @@ def validate_instance_type(instance_type: str) -> str:
     return instance_type
 
 
+def _checked(check: Callable[[Any, str], _T], value: Any, what: str) -> _T:
+    """``check(value, what)`` with its ConfigurationError raised as a local BadRequest."""
+    try:
+        return check(value, what)
+    except ConfigurationError as exc:
+        raise _invalid(str(exc)) from None
+
+
 def _segment(value: Any, what: str) -> str:
-    """One path segment, percent-quoted; refuses anything that would change the path."""
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
-        raise _invalid(f"{what} must be a non-empty string, got {value!r}")
-    text = str(value)
-    if not text.strip():
-        raise _invalid(f"{what} must be a non-empty string, got {value!r}")
-    if text in (".", ".."):
-        raise _invalid(f"{what} must not be {text!r} (it would change the request path)")
-    if "/" in text:
-        raise _invalid(f"{what} must not contain '/', got {value!r}")
-    if _CONTROL.search(text):
-        raise _invalid(f"{what} must not contain control characters, got {value!r}")
-    return quote(text, safe="")
+    """A name as one path segment, percent-quoted (see :func:`~.validators.check_name`)."""
+    return quote(_checked(check_name, value, what), safe="")
+
+
+def _id(value: Any, what: str) -> str:
+    """An id as a path segment: 13 decimal digits, refused before any request otherwise."""
+    return _checked(check_id, value, what)
 
 
 def _version(value: Any) -> str:
-    """A job definition version id: a positive integer (or a string of digits)."""
-    if isinstance(value, bool):
-        raise _invalid(f"version_id must be an integer, got {value!r}")
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and value.isascii() and value.isdigit():
-        number = int(value)
-    else:
-        raise _invalid(f"version_id must be an integer, got {value!r}")
-    if number < 1:
-        raise _invalid(f"version_id must be >= 1, got {value!r}")
-    return str(number)
+    """A job definition version id: a positive integer (or a string of ASCII digits)."""
+    return str(_checked(check_version, value, "version_id"))
+
+
+def _datasets(datasets: Mapping[str, Any]) -> dict[str, str]:
+    """Alias -> dataset id, each id checked (a job created with a bad id cannot start)."""
+    return {
+        _checked(check_name, str(alias), "dataset alias"): _id(dataset_id, f"datasets.{alias}")
+        for alias, dataset_id in datasets.items()
+    }
 
 
 def _opt_bool(value: Any, what: str) -> bool | None:
@@ -520,7 +521,7 @@ class APIClient:
 
     @staticmethod
     def _training(organization_id: Any, *segments: str) -> str:
-        path = "/organizations/" + _segment(organization_id, "organization_id") + "/training"
+        path = "/organizations/" + _id(organization_id, "organization_id") + "/training"
         return path + "".join("/" + s for s in segments)
 
     def _definition(self, organization_id: Any, job_definition_name: Any, *rest: str) -> str:
@@ -792,8 +793,9 @@ class APIClient:
             data["environment"] = env
         elif user_env is not None:
             data["environment"] = user_env
-        if _opt_mapping(datasets, "datasets") is not None:
-            data["datasets"] = datasets
+        dataset_map = _opt_mapping(datasets, "datasets")
+        if dataset_map is not None:
+            data["datasets"] = _datasets(dataset_map)
         if instance_type is not None:
             data["instance_type"] = validate_instance_type(instance_type)
         if _opt_str(description, "description") is not None:
@@ -824,7 +826,7 @@ class APIClient:
     def _job(
         self, organization_id: Any, job_definition_name: Any, training_job_id: Any, *rest: str
     ) -> str:
-        job = _segment(training_job_id, "training_job_id")
+        job = _id(training_job_id, "training_job_id")
         return self._definition(organization_id, job_definition_name, "jobs", job, *rest)
 
     def get_training_job(
@@ -982,7 +984,7 @@ class APIClient:
     def _model(
         self, organization_id: Any, job_definition_name: Any, model_id: Any, *rest: str
     ) -> str:
-        model = _segment(model_id, "model_id")
+        model = _id(model_id, "model_id")
         return self._definition(organization_id, job_definition_name, "models", model, *rest)
 
     def get_training_model(

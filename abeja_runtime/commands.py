@@ -32,6 +32,7 @@ import requests
 from .api_target import ENV_ORGANIZATION_ID, ApiTarget, open_target
 from .errors import AbejaRuntimeError, APIConnectionError, ConfigurationError, HttpError
 from .exit_codes import EXIT_OK, exit_code_for_error
+from .validators import check_id, check_version
 
 __all__ = ["register", "render_record", "render_table"]
 
@@ -565,20 +566,25 @@ def _paging_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0: {text!r}")
-    return value
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return int(text)
 
 
 def _positive(text: str) -> int:
-    value = _non_negative(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1: {text!r}")
-    return value
+    """A version number: :func:`~abeja_runtime.validators.check_version` (ASCII, >= 1)."""
+    try:
+        return check_version(text, "")
+    except ConfigurationError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+
+
+def _job_id(text: str) -> str:
+    """A job id given as an option: checked here, because it travels in an upload's body."""
+    try:
+        return check_id(text, "")
+    except ConfigurationError:
+        raise argparse.ArgumentTypeError(f"must be an id of 13 digits, got {text!r}") from None
 
 
 class _Group:
@@ -699,7 +705,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p = g.add("create", "upload a file or directory as a job's model", _models_create)
     p.add_argument("definition", metavar="DEFINITION")
     p.add_argument("path", metavar="PATH", help="a file (zipped unless it is a zip) or directory")
-    p.add_argument("--job", required=True, metavar="JOB_ID", help="the job the model comes from")
+    p.add_argument(
+        "--job", required=True, metavar="JOB_ID", type=_job_id, help="the job the model comes from"
+    )
     p.add_argument("--description", metavar="TEXT")
     p.add_argument("--metrics", metavar="JSON", help="metrics as a JSON object")
     p = g.add("update", "change a model's description", _models_update)

@@ -14,25 +14,45 @@ from __future__ import annotations
 import base64
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from .errors import ConfigurationError
 
 __all__ = [
+    "CONTROL_CHARS",
+    "CREDENTIAL_ENV",
     "DEFAULT_BASE_URL",
     "DEFAULT_MAX_RETRY_COUNT",
     "DEFAULT_TIMEOUT",
     "ENV_API_URL",
     "ENV_AUTH_TOKEN",
+    "ENV_CHECK_TIMEOUT",
     "ENV_CONNECTION_TIMEOUT",
+    "ENV_CONTEXT",
+    "ENV_DATASETS",
     "ENV_DATASOURCE_ID",
     "ENV_DATASOURCE_SECRET",
+    "ENV_EMULATOR_DIR",
+    "ENV_HANDLER",
+    "ENV_JOB_DEFINITION_NAME",
+    "ENV_JOB_DEFINITION_VERSION",
     "ENV_MAX_RETRY_COUNT",
+    "ENV_ORGANIZATION_ID",
+    "ENV_OUTCOME_FILE",
+    "ENV_POLL_INTERVAL",
+    "ENV_RESULT_DIR",
+    "ENV_STOP_GRACE",
+    "ENV_STORAGE_DIR",
+    "ENV_TRAINING_JOB_ID",
     "ENV_USER_ID",
     "ENV_USER_TOKEN",
     "Credential",
+    "check_api_url",
+    "check_duration",
     "env_flag",
     "env_float",
     "env_int",
@@ -42,14 +62,47 @@ __all__ = [
     "resolve_timeout",
 ]
 
+# The names of the environment variables, in one place: every module imports them
+# from here, and the README's table is checked against them (tests/test_bad_input_cli.py).
+
+# -- set by the platform in a training job (read by abeja_runtime.job)
 ENV_API_URL = "ABEJA_API_URL"
 ENV_AUTH_TOKEN = "PLATFORM_AUTH_TOKEN"
+ENV_ORGANIZATION_ID = "ABEJA_ORGANIZATION_ID"
+ENV_JOB_DEFINITION_NAME = "TRAINING_JOB_DEFINITION_NAME"
+ENV_JOB_DEFINITION_VERSION = "TRAINING_JOB_DEFINITION_VERSION"
+ENV_TRAINING_JOB_ID = "TRAINING_JOB_ID"
+ENV_RESULT_DIR = "ABEJA_TRAINING_RESULT_DIR"
+ENV_STORAGE_DIR = "ABEJA_STORAGE_DIR_PATH"
+ENV_HANDLER = "HANDLER"
+ENV_DATASETS = "DATASETS"
+ENV_CONTEXT = "CONTEXT"
+# -- other credentials (a user's or a datasource's), as the public package reads them
 ENV_USER_ID = "ABEJA_PLATFORM_USER_ID"
 ENV_USER_TOKEN = "ABEJA_PLATFORM_PERSONAL_ACCESS_TOKEN"
 ENV_DATASOURCE_ID = "ABEJA_PLATFORM_DATASOURCE_ID"
 ENV_DATASOURCE_SECRET = "ABEJA_PLATFORM_DATASOURCE_SECRET"
+# -- the client
 ENV_CONNECTION_TIMEOUT = "ABEJA_SDK_CONNECTION_TIMEOUT"
 ENV_MAX_RETRY_COUNT = "ABEJA_SDK_MAX_RETRY_COUNT"
+# -- the runner and the embedded emulator
+ENV_EMULATOR_DIR = "ABEJA_RUNTIME_EMULATOR_DIR"
+ENV_STOP_GRACE = "ABEJA_RUNTIME_STOP_GRACE"
+ENV_POLL_INTERVAL = "ABEJA_RUNTIME_POLL_INTERVAL"
+ENV_CHECK_TIMEOUT = "ABEJA_RUNTIME_CHECK_TIMEOUT"
+ENV_OUTCOME_FILE = "ABEJA_RUNTIME_OUTCOME_FILE"
+
+#: every variable that can carry a platform credential
+CREDENTIAL_ENV = (
+    ENV_AUTH_TOKEN,
+    ENV_USER_ID,
+    ENV_USER_TOKEN,
+    ENV_DATASOURCE_ID,
+    ENV_DATASOURCE_SECRET,
+)
+
+#: control characters (C0, DEL, C1): never part of a token, name or URL
+CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 DEFAULT_BASE_URL = "https://api.abeja.io"
 DEFAULT_TIMEOUT = 30.0
@@ -74,8 +127,14 @@ class Credential:
     def __post_init__(self) -> None:
         if self.scheme not in ("bearer", "basic"):
             raise ConfigurationError(f"unknown credential scheme {self.scheme!r}")
-        if not self.secret:
-            raise ConfigurationError("credential secret is empty")
+        # A blank or whitespace-padded secret is a shell quoting mistake: sent as it
+        # is, it only shows up later as a 401 (the value itself is never echoed).
+        if not isinstance(self.secret, str) or not self.secret.strip():
+            raise ConfigurationError("credential secret is empty or blank")
+        if self.secret != self.secret.strip() or CONTROL_CHARS.search(self.secret):
+            raise ConfigurationError(
+                "credential secret has leading/trailing spaces or control characters"
+            )
         if self.scheme == "basic" and not self.username:
             raise ConfigurationError("basic credential needs a user name")
 
@@ -167,27 +226,72 @@ def resolve_credential(
             + ")"
         )
     env = os.environ if environ is None else environ
-    if env.get(ENV_AUTH_TOKEN):
-        return Credential.bearer(env[ENV_AUTH_TOKEN])
-    if env.get(ENV_USER_ID) and env.get(ENV_USER_TOKEN):
-        return Credential.user(env[ENV_USER_ID], env[ENV_USER_TOKEN])
-    if env.get(ENV_DATASOURCE_ID) and env.get(ENV_DATASOURCE_SECRET):
-        return Credential.datasource(env[ENV_DATASOURCE_ID], env[ENV_DATASOURCE_SECRET])
+    for name in (ENV_AUTH_TOKEN, ENV_USER_TOKEN, ENV_DATASOURCE_SECRET):
+        value = env.get(name)
+        if value and not value.strip():
+            raise ConfigurationError(f"{name} is set but blank")
+    try:
+        if env.get(ENV_AUTH_TOKEN):
+            return Credential.bearer(env[ENV_AUTH_TOKEN])
+        if env.get(ENV_USER_ID) and env.get(ENV_USER_TOKEN):
+            return Credential.user(env[ENV_USER_ID], env[ENV_USER_TOKEN])
+        if env.get(ENV_DATASOURCE_ID) and env.get(ENV_DATASOURCE_SECRET):
+            return Credential.datasource(env[ENV_DATASOURCE_ID], env[ENV_DATASOURCE_SECRET])
+    except ConfigurationError as exc:  # messages never hold the secret itself
+        name = ENV_AUTH_TOKEN if env.get(ENV_AUTH_TOKEN) else (
+            ENV_USER_TOKEN if env.get(ENV_USER_TOKEN) else ENV_DATASOURCE_SECRET
+        )
+        raise ConfigurationError(f"{name} is malformed: {exc}") from None
     return None
 
 
-def resolve_base_url(base_url: str | None = None, environ: Mapping[str, str] | None = None) -> str:
-    """The API base URL without a trailing slash.
+def _mask_userinfo(url: str) -> str:
+    """``url`` with any ``user:password@`` part masked, safe to print."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return url
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rsplit("@", 1)[1]
+    return f"{scheme}{sep}{authority}{slash}{tail}"
+
+
+def check_api_url(url: str, what: str) -> str:
+    """The one check of an API base URL; returns it without a trailing slash.
+
+    An ``http(s)`` URL with a host, a valid port, and nothing a base URL cannot
+    carry: a query or fragment would be cut off by the paths appended to it, and
+    a ``user:password@`` part would be printed with every connection error.
+
+    Args:
+        url: the URL.
+        what: where it came from, for the message (``ABEJA_API_URL``, ``base_url``).
 
     Raises:
-        ConfigurationError: the URL is not http(s).
+        ConfigurationError: naming ``what``; the password of a URL is never echoed.
     """
-    env = os.environ if environ is None else environ
-    url = base_url or env.get(ENV_API_URL) or DEFAULT_BASE_URL
-    source = "base_url" if base_url else (ENV_API_URL if env.get(ENV_API_URL) else "default")
-    if not url.startswith(("http://", "https://")):
+    shown = repr(_mask_userinfo(url)) if isinstance(url, str) else repr(type(url).__name__)
+    if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+        raise ConfigurationError(f"{what} must start with http:// or https://, got {shown}")
+    if CONTROL_CHARS.search(url) or any(c.isspace() for c in url):
+        raise ConfigurationError(f"{what} must not contain spaces or control characters")
+    parts = urlsplit(url)
+    if "@" in parts.netloc:
         raise ConfigurationError(
-            f"{source}: API URL must start with http:// or https://, got {url!r}"
+            f"{what} must not contain a user name or password, got {shown} "
+            "(give credentials in PLATFORM_AUTH_TOKEN or the user/datasource variables)"
+        )
+    if not parts.hostname:
+        raise ConfigurationError(f"{what} has no host, got {shown}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        raise ConfigurationError(f"{what} has an invalid port, got {shown}") from None
+    if parts.netloc.endswith(":"):
+        raise ConfigurationError(f"{what} has an empty port, got {shown}")
+    if parts.query or parts.fragment or url.rstrip("/").endswith(("?", "#")):
+        raise ConfigurationError(
+            f"{what} must not have a query or fragment, got {shown}"
         )
     return url.rstrip("/")
 
@@ -222,6 +326,43 @@ def env_flag(name: str, default: bool, environ: Mapping[str, str] | None = None)
     raise ConfigurationError(
         f"{name} must be one of 1/0, true/false, yes/no, on/off, got {env.get(name)!r}"
     )
+
+
+def resolve_base_url(base_url: str | None = None, environ: Mapping[str, str] | None = None) -> str:
+    """The API base URL without a trailing slash: argument, ``ABEJA_API_URL``, default.
+
+    Raises:
+        ConfigurationError: the URL fails :func:`check_api_url`.
+    """
+    env = os.environ if environ is None else environ
+    if base_url:
+        return check_api_url(base_url, "base_url")
+    if env.get(ENV_API_URL):
+        return check_api_url(env[ENV_API_URL].strip(), ENV_API_URL)
+    return DEFAULT_BASE_URL
+
+
+def check_duration(value: Any, what: str, *, minimum: float = 0.0, positive: bool = False) -> float:
+    """The one check of a number of seconds (timeouts, grace periods, intervals).
+
+    Args:
+        value: the number (an ``int`` or ``float``; not a bool).
+        what: the argument or variable, for the message.
+        minimum: the smallest value allowed.
+        positive: refuse ``minimum`` itself too (for timeouts, where 0 means "never").
+
+    Raises:
+        ConfigurationError: not a finite number, or below the bound.
+    """
+    bound = f"> {minimum:g}" if positive else f">= {minimum:g}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{what} must be a number of seconds {bound}, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number) or number < minimum or (positive and number == minimum):
+        raise ConfigurationError(
+            f"{what} must be a finite number of seconds {bound}, got {value!r}"
+        )
+    return number
 
 
 def env_float(
@@ -280,13 +421,9 @@ def resolve_timeout(
 ) -> float:
     """Seconds for connect and for read: argument, ``ABEJA_SDK_CONNECTION_TIMEOUT``, 30."""
     if timeout is not None:
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ConfigurationError(f"timeout must be a positive number, got {timeout!r}")
-        return float(timeout)
+        return check_duration(timeout, "timeout", positive=True)
     value = env_float(ENV_CONNECTION_TIMEOUT, DEFAULT_TIMEOUT, environ, minimum=0.0)
-    if value <= 0:
-        raise ConfigurationError(f"{ENV_CONNECTION_TIMEOUT} must be > 0, got {value!r}")
-    return value
+    return check_duration(value, ENV_CONNECTION_TIMEOUT, positive=True)
 
 
 def resolve_max_retry_count(

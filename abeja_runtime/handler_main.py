@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
+from .config import ENV_HANDLER, ENV_OUTCOME_FILE
 from .errors import ConfigurationError
 
 __all__ = [
@@ -63,8 +64,6 @@ __all__ = [
     "parse_handler",
 ]
 
-#: where the child writes its one-line JSON outcome, when set
-ENV_OUTCOME_FILE = "ABEJA_RUNTIME_OUTCOME_FILE"
 
 EXIT_OK = 0
 EXIT_HANDLER_FAILED = 1
@@ -316,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The handler sees a clean argv, as on the platform: its own argparse must
     # not trip over our flags.
     sys.argv = sys.argv[:1]
-    return _run(args.handler if args.handler is not None else os.environ.get("HANDLER"), args.check)
+    return _run(args.handler if args.handler is not None else os.environ.get(ENV_HANDLER), args.check)
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through subprocess tests

@@ -39,6 +39,7 @@ import http.client
 import json as jsonlib
 import logging
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -51,7 +52,7 @@ import requests.utils
 import urllib3.exceptions
 
 from ._version import __version__
-from .config import DEFAULT_TIMEOUT, Credential
+from .config import DEFAULT_TIMEOUT, Credential, check_api_url, check_duration
 from .errors import (
     AbejaRuntimeError,
     APIConnectionError,
@@ -81,6 +82,11 @@ Timeout = float | tuple[float, float]
 #: how much of a non-JSON body is quoted in an error message
 _SNIPPET = 300
 _REDACTED = "***"
+#: a value shorter than this is not treated as a credential by :meth:`HttpTransport.redact`
+#: (no platform credential is that short; masking 2-5 letter values only mangles words)
+_MIN_SECRET_LENGTH = 6
+#: a match next to one of these is part of a longer word, not the credential itself
+_TOKEN_CHARS = "A-Za-z0-9"
 
 
 def normalize_timeout(
@@ -89,7 +95,7 @@ def normalize_timeout(
     """A ``(connect, read)`` pair from a number, a pair, or ``None`` (the default).
 
     Raises:
-        ValueError: a value is not a positive finite number.
+        ConfigurationError: (a ``ValueError``) a value is not a positive finite number.
     """
     if timeout is None:
         return (default, default)
@@ -100,12 +106,7 @@ def normalize_timeout(
     else:
         connect = read = timeout
     for value in (connect, read):
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, (int, float))
-            or not 0 < value < float("inf")
-        ):
-            raise ValueError(f"timeout must be a positive number, got {timeout!r}")
+        check_duration(value, "timeout", positive=True)
     return (float(connect), float(read))
 
 
@@ -206,7 +207,9 @@ class HttpTransport:
         pool_maxsize: int = 16,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        # the one URL check again: a transport made directly (the reporter's) must not
+        # carry a password in the URL it prints with every error
+        self.base_url = check_api_url(base_url, "base_url")
         self.credential = credential
         self.timeout = normalize_timeout(timeout)
         self.retry = retry if retry is not None else RetryPolicy()
@@ -234,19 +237,30 @@ class HttpTransport:
         self._secrets = self._secret_strings(credential)
 
     @staticmethod
-    def _secret_strings(credential: Credential | None) -> list[str]:
+    def _secret_strings(credential: Credential | None) -> re.Pattern[str] | None:
+        """One pattern matching the secret and its header forms as whole tokens."""
         if credential is None:
-            return []
+            return None
         header = credential.authorization
         values = {credential.secret, header, header.split(" ", 1)[-1]}
-        return sorted((v for v in values if v), key=len, reverse=True)
+        # Longest first, so the full header is masked rather than the secret inside it.
+        ordered = sorted(values, key=len, reverse=True)
+        alternatives = "|".join(re.escape(v) for v in ordered if len(v) >= _MIN_SECRET_LENGTH)
+        if not alternatives:
+            return None
+        return re.compile(rf"(?<![{_TOKEN_CHARS}])(?:{alternatives})(?![{_TOKEN_CHARS}])")
 
     def redact(self, text: str) -> str:
-        """``text`` with the credential's secret (and header forms of it) masked."""
-        for secret in self._secrets:
-            if secret in text:
-                text = text.replace(secret, _REDACTED)
-        return text
+        """``text`` with the credential's secret (and header forms of it) masked.
+
+        Only whole credentials are masked (not a run of the same letters inside a
+        longer word), and only values long enough to be one: a substring
+        replacement with a one-letter token turned "NewConnectionError" into
+        "NewConnec***ionError" while hiding nothing.
+        """
+        if self._secrets is None:
+            return text
+        return self._secrets.sub(_REDACTED, text)
 
     def _redact_value(self, value: Any) -> Any:
         """``value`` (a JSON value) with :meth:`redact` applied to every string in it."""

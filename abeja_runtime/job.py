@@ -26,6 +26,12 @@ Rank variables, first complete family wins: ``RANK``/``LOCAL_RANK``/``WORLD_SIZE
 ``..._SIZE`` (Open MPI, Horovod under mpirun), ``HOROVOD_RANK``/``HOROVOD_LOCAL_RANK``/
 ``HOROVOD_SIZE`` (horovodrun with gloo), ``PMI_RANK``/``MPI_LOCALRANKID``/``PMI_SIZE``
 (MPICH, Intel MPI), ``SLURM_PROCID``/``SLURM_LOCALID``/``SLURM_NTASKS`` (srun).
+With no global rank at all, an initialised ``torch.distributed`` decides, else a local
+rank alone (``LOCAL_RANK`` set by itself) is taken as the rank, so that only local rank
+0 reports instead of every process.
+
+Values are checked by :mod:`abeja_runtime.validators` (ids, names, versions) and
+:func:`abeja_runtime.config.check_api_url`, the same checks the client and the CLI use.
 """
 
 from __future__ import annotations
@@ -34,19 +40,30 @@ import json
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import (
+    CREDENTIAL_ENV,
     ENV_API_URL,
     ENV_AUTH_TOKEN,
+    ENV_CONTEXT,
+    ENV_DATASETS,
+    ENV_HANDLER,
+    ENV_JOB_DEFINITION_NAME,
+    ENV_JOB_DEFINITION_VERSION,
+    ENV_ORGANIZATION_ID,
+    ENV_RESULT_DIR,
+    ENV_STORAGE_DIR,
+    ENV_TRAINING_JOB_ID,
     Credential,
     resolve_base_url,
     resolve_credential,
 )
 from .errors import ConfigurationError, JobContextError
+from .validators import check_id, check_name, check_version
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import APIClient
@@ -68,16 +85,6 @@ __all__ = [
     "rank_info",
 ]
 
-ENV_ORGANIZATION_ID = "ABEJA_ORGANIZATION_ID"
-ENV_JOB_DEFINITION_NAME = "TRAINING_JOB_DEFINITION_NAME"
-ENV_JOB_DEFINITION_VERSION = "TRAINING_JOB_DEFINITION_VERSION"
-ENV_TRAINING_JOB_ID = "TRAINING_JOB_ID"
-ENV_RESULT_DIR = "ABEJA_TRAINING_RESULT_DIR"
-ENV_STORAGE_DIR = "ABEJA_STORAGE_DIR_PATH"
-ENV_HANDLER = "HANDLER"
-ENV_DATASETS = "DATASETS"
-ENV_CONTEXT = "CONTEXT"
-
 #: the variables without which there is no job to report to
 REQUIRED_ENV = (
     ENV_ORGANIZATION_ID,
@@ -96,7 +103,6 @@ RANK_ENV_FAMILIES: tuple[tuple[str, str, str, str], ...] = (
     ("slurm", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS"),
 )
 
-_ID_RE = re.compile(r"^[0-9]{13}$")
 _HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 _HOW_TO_RUN_LOCALLY = (
@@ -164,7 +170,32 @@ def _parse_rank(environ: Mapping[str, str]) -> tuple[RankInfo, dict[str, str]]:
             invalid[rank_var] = f"rank {rank} is not below the world size {size} ({size_var})"
             return RankInfo(), invalid
         return RankInfo(rank, local, size, launcher), invalid
-    return _torch_distributed_rank() or RankInfo(), invalid
+    # an initialised process group knows the global rank; LOCAL_RANK alone is a fallback
+    return _torch_distributed_rank() or _local_rank_only(environ, invalid) or RankInfo(), invalid
+
+
+def _local_rank_only(environ: Mapping[str, str], invalid: dict[str, str]) -> RankInfo | None:
+    """Rank info from a family's local-rank variable when its global one is not set.
+
+    Some launchers (and hand-written multi-process scripts) set only ``LOCAL_RANK``.
+    Without a global rank every process would take itself for rank 0 and post
+    statistics; taking the local rank as the rank keeps one poster per node, and
+    exactly one on the single node such runs use.
+    """
+    for launcher, _rank_var, local_var, size_var in RANK_ENV_FAMILIES:
+        raw = environ.get(local_var, "").strip()
+        if not raw:
+            continue
+        if not (raw.isascii() and raw.isdigit()):
+            invalid[local_var] = f"must be an integer >= 0, got {raw!r}"
+            return RankInfo()
+        local = int(raw)
+        raw_size = environ.get(size_var, "").strip()
+        size = local + 1
+        if raw_size.isascii() and raw_size.isdigit() and int(raw_size) > local:
+            size = int(raw_size)
+        return RankInfo(local, local, size, launcher)
+    return None
 
 
 def _torch_distributed_rank() -> RankInfo | None:
@@ -315,37 +346,41 @@ class JobContext:
                 missing.append(name)
             return value
 
-        organization_id = required(ENV_ORGANIZATION_ID)
-        if organization_id and not _ID_RE.match(organization_id):
-            invalid[ENV_ORGANIZATION_ID] = f"must be 13 digits, got {organization_id!r}"
-        job_definition_name = required(ENV_JOB_DEFINITION_NAME)
-        raw_version = required(ENV_JOB_DEFINITION_VERSION)
-        version = 0
-        if raw_version:
+        def check(name: str, validator: Callable[[Any, str], Any], value: str) -> Any:
+            # the validators' messages start with the name; "malformed: NAME why"
             try:
-                version = int(raw_version)
-            except ValueError:
-                invalid[ENV_JOB_DEFINITION_VERSION] = f"must be an integer, got {raw_version!r}"
-            else:
-                if version < 1:
-                    invalid[ENV_JOB_DEFINITION_VERSION] = f"must be >= 1, got {raw_version!r}"
+                return validator(value, name) if value else None
+            except ConfigurationError as exc:
+                invalid[name] = str(exc).removeprefix(name).strip()
+                return None
+
+        organization_id = required(ENV_ORGANIZATION_ID)
+        check(ENV_ORGANIZATION_ID, check_id, organization_id)
+        # not stripped: a name with a newline or spaces around it is refused, not repaired
+        job_definition_name = env.get(ENV_JOB_DEFINITION_NAME, "")
+        if not job_definition_name.strip():
+            missing.append(ENV_JOB_DEFINITION_NAME)
+        else:
+            check(ENV_JOB_DEFINITION_NAME, check_name, job_definition_name)
+        raw_version = required(ENV_JOB_DEFINITION_VERSION)
+        version = check(ENV_JOB_DEFINITION_VERSION, check_version, raw_version) or 0
         training_job_id = required(ENV_TRAINING_JOB_ID)
-        if training_job_id and not _ID_RE.match(training_job_id):
-            invalid[ENV_TRAINING_JOB_ID] = f"must be 13 digits, got {training_job_id!r}"
+        check(ENV_TRAINING_JOB_ID, check_id, training_job_id)
 
         credential: Credential | None = None
         try:
             credential = resolve_credential(None, env)
-        except ConfigurationError as exc:  # pragma: no cover - env credentials never raise today
-            invalid[ENV_AUTH_TOKEN] = str(exc)
-        if credential is None and ENV_AUTH_TOKEN not in invalid:
+        except ConfigurationError as exc:  # "NAME why": a blank or malformed credential
+            name, _, why = str(exc).partition(" ")
+            invalid[name if name in CREDENTIAL_ENV else ENV_AUTH_TOKEN] = why
+        if credential is None and not invalid.keys() & set(CREDENTIAL_ENV):
             missing.append(ENV_AUTH_TOKEN)
 
         api_url = ""
         try:
             api_url = resolve_base_url(None, env)
         except ConfigurationError as exc:
-            invalid[ENV_API_URL] = str(exc)
+            invalid[ENV_API_URL] = str(exc).removeprefix(ENV_API_URL).strip()
 
         handler = env.get(ENV_HANDLER, "").strip() or None
         if handler is not None and not _HANDLER_RE.match(handler):

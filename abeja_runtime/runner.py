@@ -53,7 +53,22 @@ import psutil
 
 from .api_target import CREDENTIAL_ENV_NAMES, ENV_ORGANIZATION_ID, ApiTarget, open_target
 from .archive import tree_files
-from .config import ENV_API_URL, env_float
+from .config import (
+    ENV_API_URL,
+    ENV_CHECK_TIMEOUT,
+    ENV_CONTEXT,
+    ENV_DATASETS,
+    ENV_HANDLER,
+    ENV_JOB_DEFINITION_NAME,
+    ENV_JOB_DEFINITION_VERSION,
+    ENV_POLL_INTERVAL,
+    ENV_RESULT_DIR,
+    ENV_STOP_GRACE,
+    ENV_STORAGE_DIR,
+    ENV_TRAINING_JOB_ID,
+    check_duration,
+    env_float,
+)
 from .errors import (
     AbejaRuntimeError,
     BadRequest,
@@ -76,6 +91,7 @@ from .handler_main import (
     HandlerSpec,
     parse_handler,
 )
+from .validators import check_id, check_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from .emulator import Emulator
@@ -103,22 +119,19 @@ __all__ = [
 DEFAULT_GRACE_PERIOD = 25.0
 DEFAULT_POLL_INTERVAL = 1.0
 DEFAULT_CHECK_TIMEOUT = 300.0
-ENV_STOP_GRACE = "ABEJA_RUNTIME_STOP_GRACE"
-ENV_POLL_INTERVAL = "ABEJA_RUNTIME_POLL_INTERVAL"
-ENV_CHECK_TIMEOUT = "ABEJA_RUNTIME_CHECK_TIMEOUT"
 
 #: what a job's handler is told; ``--env`` may not override these
 JOB_ENV_NAMES = (
     ENV_ORGANIZATION_ID,
-    "TRAINING_JOB_DEFINITION_NAME",
-    "TRAINING_JOB_DEFINITION_VERSION",
-    "TRAINING_JOB_ID",
+    ENV_JOB_DEFINITION_NAME,
+    ENV_JOB_DEFINITION_VERSION,
+    ENV_TRAINING_JOB_ID,
     ENV_API_URL,
-    "ABEJA_TRAINING_RESULT_DIR",
-    "ABEJA_STORAGE_DIR_PATH",
-    "HANDLER",
-    "DATASETS",
-    "CONTEXT",
+    ENV_RESULT_DIR,
+    ENV_STORAGE_DIR,
+    ENV_HANDLER,
+    ENV_DATASETS,
+    ENV_CONTEXT,
     "PYTHONUNBUFFERED",
 )
 RESERVED_ENV_NAMES = frozenset((*JOB_ENV_NAMES, *CREDENTIAL_ENV_NAMES, ENV_OUTCOME_FILE))
@@ -184,12 +197,24 @@ def _validate_env(env: Mapping[str, str]) -> dict[str, str]:
 
 
 def _validate_datasets(datasets: Mapping[str, str]) -> dict[str, str]:
+    """Alias -> dataset id, checked before anything is created on the API."""
     clean: dict[str, str] = {}
     for alias, dataset_id in datasets.items():
         if not alias or not str(dataset_id).strip():
             raise ConfigurationError(f"--dataset {alias}={dataset_id}: expected ALIAS=DATASET_ID")
-        clean[str(alias)] = str(dataset_id).strip()
+        what = f"--dataset {alias}"
+        clean[check_name(str(alias), what)] = check_id(str(dataset_id).strip(), what)
     return clean
+
+
+def _prepare_result_dir(path: Path) -> None:
+    """Create the result dir now: one that cannot exist is refused before any upload."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"result dir {str(path)!r} cannot be created: {exc.strerror or exc}"
+        ) from None
 
 
 def default_definition_name(source: Path) -> str:
@@ -1294,15 +1319,19 @@ def run_handler(
     clean_env = _validate_env(env or {})
     clean_datasets = _validate_datasets(datasets or {})
     grace = (
-        grace_period
+        check_duration(grace_period, "grace_period")
         if grace_period is not None
         else env_float(ENV_STOP_GRACE, DEFAULT_GRACE_PERIOD, minimum=0.0)
     )
     interval = (
-        poll_interval
+        check_duration(poll_interval, "poll_interval", minimum=0.05)
         if poll_interval is not None
         else env_float(ENV_POLL_INTERVAL, DEFAULT_POLL_INTERVAL, minimum=0.05)
     )
+    if job_definition_name is not None:
+        check_name(job_definition_name, "job_definition_name")
+    if result_dir is not None:
+        _prepare_result_dir(Path(result_dir))
     check_env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV_NAMES}
     check_env.update(clean_env)
     check_env["DATASETS"] = json.dumps(clean_datasets)
@@ -1382,7 +1411,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--image", metavar="IMAGE", help="the version's image (platform only)")
     parser.add_argument(
         "--grace",
-        type=float,
+        type=_grace_seconds,
         metavar="SECONDS",
         help=f"stop grace period before the kill (default ${ENV_STOP_GRACE} or 25)",
     )
@@ -1392,6 +1421,16 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="also write the outcome (job id, status, statistics, model id) as JSON to FILE",
     )
     parser.set_defaults(func=_cli_run)
+
+
+def _grace_seconds(text: str) -> float:
+    """``--grace``: the same check as ``ABEJA_RUNTIME_STOP_GRACE`` (seconds >= 0)."""
+    try:
+        return check_duration(float(text), "--grace")
+    except (ValueError, ConfigurationError):
+        raise argparse.ArgumentTypeError(
+            f"must be a finite number of seconds >= 0, got {text!r}"
+        ) from None
 
 
 def _cli_run(args: argparse.Namespace) -> int:

@@ -290,8 +290,9 @@ def test_job_not_found(api: Emulator, cli: Any, version: str) -> None:
 
 def test_bad_instance_type_is_refused(api: Emulator, cli: Any, version: str) -> None:
     result = cli("jobs", "create", version, "1", "--instance-type", "huge")
-    assert result.code == 1
+    assert result.code == 2  # a bad argument, refused before any request
     assert "instance" in _one_error_line(result)
+    assert cli("jobs", "list", version, "--json").json()["entries"] == []
 
 
 # --------------------------------------------------------------------------- models
@@ -368,8 +369,9 @@ def test_models_create_refuses_bad_metrics(
     api: Emulator, cli: Any, version: str, tmp_path: Path
 ) -> None:
     (tmp_path / "m.bin").write_bytes(b"x")
+    job = "1443722127663"
     result = cli(
-        "models", "create", version, str(tmp_path / "m.bin"), "--job", "1", "--metrics", "[1]"
+        "models", "create", version, str(tmp_path / "m.bin"), "--job", job, "--metrics", "[1]"
     )
     assert result.code == 2
     assert "--metrics must be a JSON object" in _one_error_line(result)

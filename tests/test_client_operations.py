@@ -87,10 +87,10 @@ OPERATIONS: list[tuple[str, Call, str, str, dict[str, str], Any]] = [
      {"environment": {"BATCH_SIZE": 50}, "datasets": {"mnist": "1111111111111"}}),
     ("create_job_full",
      lambda c: c.create_training_job(
-         ORG, NAME, "2", user_parameters={"OLD": "1"}, datasets={"d": "1"},
+         ORG, NAME, "2", user_parameters={"OLD": "1"}, datasets={"d": "2222222222222"},
          instance_type="gpu:b-1", environment={"NEW": "2"}, description="d", export_log=False),
      "POST", f"{D}/versions/2/jobs", {},
-     {"environment": {"NEW": "2"}, "datasets": {"d": "1"}, "instance_type": "gpu:b-1",
+     {"environment": {"NEW": "2"}, "datasets": {"d": "2222222222222"}, "instance_type": "gpu:b-1",
       "description": "d", "export_log": False}),
     ("get_jobs", lambda c: c.get_training_jobs(ORG, NAME),
      "GET", f"{D}/jobs", {}, None),

@@ -122,7 +122,7 @@ SIMPLE_CALLS: list[tuple[str, Callable[[Any], Any]]] = [
      lambda c: c.create_training_job(ORG, N, 1, {"BATCH_SIZE": 50}, {"mnist": "1111111111111"})),
     ("create_training_job+all",
      lambda c: c.create_training_job(
-         ORG, N, 1, user_parameters={"A": "1"}, datasets={"train": "1"}, instance_type="cpu-0.25",
+         ORG, N, 1, user_parameters={"A": "1"}, datasets={"train": "3333333333333"}, instance_type="cpu-0.25",
          environment={"B": "2"}, description="desc", export_log=True)),
     ("create_training_job+user_parameters",
      lambda c: c.create_training_job(ORG, N, 1, user_parameters={"A": "1"},

@@ -10,7 +10,9 @@ runs, so ``abeja-runtime --help`` works without the ``emulator`` extra.
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
+import os
 import signal
 import sys
 import threading
@@ -70,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
             from ..api_target import default_emulator_dir
 
             data_dir = str(default_emulator_dir())
+        _check_data_dir(data_dir, "--data-dir" if args.data_dir else "the data dir")
+    emulator = Emulator(data_dir=data_dir, port=args.port, host=args.host)
 
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
@@ -85,16 +89,33 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with Emulator(data_dir=data_dir, port=args.port, host=args.host) as emu:
-            print(_banner(emu), flush=True)
+        try:
+            emulator.start()
+        except OSError as exc:  # bind: in use, not allowed; the store: unreadable dir
+            where = f"{args.host}:{args.port}" if exc.filename is None else str(exc.filename)
+            raise ConfigurationError(
+                f"the emulator cannot start: {exc.strerror or exc} ({where})"
+                + ("; pick another --port, or 0 for any free one"
+                   if exc.errno == errno.EADDRINUSE else "")
+            ) from None
+        try:
+            print(_banner(emulator), flush=True)
             while not stop.wait(0.5):
                 pass
             print("abeja-runtime emulator: stopping", file=sys.stderr, flush=True)
+        finally:
+            emulator.stop()
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
         logger.removeHandler(handler)
     return 0
+
+
+def _check_data_dir(path: str, what: str) -> None:
+    """Refuse a data dir that exists and is not a directory, before anything starts."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ConfigurationError(f"{what} {path!r} exists and is not a directory")
 
 
 def _banner(emu: Any) -> str:
