@@ -958,8 +958,13 @@ class APIClient:
             organization_id: the organization.
             job_definition_name: the definition.
             model_data: a path or a binary file object (read from its first
-                byte); a zip is sent as it is, anything else is wrapped in a
-                zip (in a temporary file, never in memory).
+                byte). A path goes as :func:`~abeja_runtime.models.upload_model`
+                sends it: a valid ``*.zip`` as it is, any other file in a
+                stored zip produced while it is sent (no temporary copy), its
+                SHA-256 checked against the server's and never sent twice
+                after a dropped connection. A file object is sent as the
+                public package sends it: a zip as it is, anything else wrapped
+                in a deflated zip (in a temporary file, never in memory).
             parameters: ``training_job_id``, ``description``,
                 ``user_parameters``, ``metrics`` (all optional).
 
@@ -969,6 +974,14 @@ class APIClient:
         """
         path = self._definition(organization_id, job_definition_name, "models")
         params_json = _json_value(dict(_opt_mapping(parameters, "parameters") or {}), "parameters")
+        if isinstance(model_data, (str, os.PathLike)):
+            # a path: the streamed stored zip of upload_model, its checksum and duplicate guard
+            from .models import send_model_path
+
+            _readable_path(model_data, "model_data")
+            return send_model_path(
+                self, organization_id, job_definition_name, model_data, params_json
+            )
         upload = _prepare_model_data(model_data)
         try:
             return self._post_archive(
