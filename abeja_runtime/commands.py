@@ -27,10 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from .api_target import ENV_ORGANIZATION_ID, ApiTarget, open_target
-from .errors import AbejaRuntimeError, APIConnectionError, ConfigurationError, HttpError
+from .errors import AbejaRuntimeError, ConfigurationError
 from .exit_codes import EXIT_OK, exit_code_for_error
 
 __all__ = ["register", "render_record", "render_table"]
@@ -382,7 +380,10 @@ def _jobs_result(t: ApiTarget, a: argparse.Namespace) -> Output:
     if a.output:
         if not uri:
             raise AbejaRuntimeError(f"job {a.job} has no result to download")
-        path, size = _download(uri, Path(a.output), a.force)
+        from .models import job_model_checksums
+
+        expected = job_model_checksums(t.client, t.organization_id, a.definition, a.job)
+        path, size = _download(uri, Path(a.output), a.force, expected, f"result of job {a.job}")
         return f"saved the result of job {a.job} to {path} ({size} bytes)", {
             "path": str(path),
             "size": size,
@@ -473,38 +474,21 @@ def _models_update(t: ApiTarget, a: argparse.Namespace) -> Output:
     return f"updated model {a.model} of {a.definition}", response
 
 
-def _download(uri: str, dest: Path, force: bool) -> tuple[Path, int]:
-    """Stream a presigned URL to ``dest`` (no credentials are sent with it).
+def _download(
+    uri: str, dest: Path, force: bool, expected_sha256: Any, what: str
+) -> tuple[Path, int]:
+    """Stream a presigned URL to ``dest`` through the one verified downloader.
 
-    Written to a temporary file beside ``dest`` and renamed at the end, so an
-    interrupted download never leaves a truncated file under the final name.
+    ``downloads.fetch_verified``: no credentials sent, the length and SHA-256
+    checked, written beside ``dest`` and renamed at the end, so an interrupted
+    or corrupted download never leaves a file under the final name.
     """
+    from .downloads import fetch_verified
+
     if dest.exists() and not force:
         raise ConfigurationError(f"{dest} exists (use --force to overwrite)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    size = 0
-    try:
-        with requests.get(uri, stream=True, timeout=(30, 300)) as response:
-            if response.status_code >= 400:
-                raise HttpError(
-                    "download_failed",
-                    f"the download URL answered {response.status_code}",
-                    status_code=response.status_code,
-                )
-            with tempfile.NamedTemporaryFile(
-                dir=dest.parent, prefix=f".{dest.name}.", delete=False
-            ) as tmp:
-                try:
-                    for chunk in response.iter_content(chunk_size=1 << 20):
-                        tmp.write(chunk)
-                        size += len(chunk)
-                except BaseException:
-                    Path(tmp.name).unlink(missing_ok=True)
-                    raise
-            Path(tmp.name).replace(dest)
-    except requests.RequestException as exc:
-        raise APIConnectionError(f"download failed: {type(exc).__name__}") from None
-    return dest, size
+    path, size, _sha = fetch_verified(uri, dest, expected_sha256=expected_sha256, what=what)
+    return path, size
 
 
 def _models_download(t: ApiTarget, a: argparse.Namespace) -> Output:
@@ -513,7 +497,8 @@ def _models_download(t: ApiTarget, a: argparse.Namespace) -> Output:
     if not isinstance(uri, str) or not uri:
         raise AbejaRuntimeError(f"model {a.model} has no download_uri")
     dest = Path(a.output) if a.output else Path(f"model-{a.model}.zip")
-    path, size = _download(uri, dest, a.force)
+    model = t.client.get_training_model(t.organization_id, a.definition, a.model)
+    path, size = _download(uri, dest, a.force, model.get("sha256"), f"model {a.model}")
     return f"saved model {a.model} to {path} ({size} bytes)", {
         "path": str(path),
         "size": size,
