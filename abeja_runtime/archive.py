@@ -209,8 +209,14 @@ def safe_extract(
                 raise InvalidDataFormat(
                     f"archive entry {info.filename!r} is a file, but {target} is a directory"
                 )
-            with zf.open(info) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out, _COPY_CHUNK)
+            try:
+                with zf.open(info) as src, open(target, "wb") as out:
+                    shutil.copyfileobj(src, out, _COPY_CHUNK)
+            except (zipfile.BadZipFile, EOFError) as exc:  # a CRC or length mismatch
+                target.unlink(missing_ok=True)
+                raise InvalidDataFormat(
+                    f"archive entry {info.filename!r} is corrupted: {exc}"
+                ) from None
             written.append(target)
     return written
 

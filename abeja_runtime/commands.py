@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -271,7 +270,7 @@ def _versions_create(t: ApiTarget, a: argparse.Namespace) -> Output:
         SOURCE_EXCLUDED_DIRS,
         SOURCE_EXCLUDED_SUFFIXES,
         parse_assignments,
-        zip_directory,
+        source_archive,
     )
 
     spec = parse_handler(a.handler)
@@ -286,17 +285,14 @@ def _versions_create(t: ApiTarget, a: argparse.Namespace) -> Output:
         parameters["environment"] = environment
     if a.description is not None:
         parameters["description"] = a.description
-    with tempfile.TemporaryFile(prefix="abeja-runtime-source-", suffix=".zip") as tmp:
-        files, _size = zip_directory(
-            source,
-            tmp,
-            exclude_names=SOURCE_EXCLUDED_DIRS,
-            exclude_suffixes=SOURCE_EXCLUDED_SUFFIXES,
-        )
-        tmp.seek(0)
-        response = t.client.create_training_job_definition_version_native_api(
-            t.organization_id, a.definition, tmp, parameters
-        )
+    archive, files, _size = source_archive(
+        source,
+        exclude_names=SOURCE_EXCLUDED_DIRS,
+        exclude_suffixes=SOURCE_EXCLUDED_SUFFIXES,
+    )
+    response = t.client.create_training_job_definition_version_native_api(
+        t.organization_id, a.definition, archive, parameters
+    )
     number = response.get("job_definition_version")
     return f"created version {number} of {a.definition} ({files} files from {source})", response
 

@@ -415,3 +415,104 @@ def test_download_with_a_wrong_checksum_leaves_nothing(
     )
     assert (path, size, path.read_bytes()) == (dest, 14, b"tampered bytes")
     assert sha == hashlib.sha256(b"tampered bytes").hexdigest()
+
+
+def test_a_corrupted_model_is_refused_by_every_downloader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from abeja_runtime.api_target import CREDENTIAL_ENV_NAMES
+    from abeja_runtime.cli import main
+
+    with Emulator(data_dir=str(tmp_path / "emu")) as emu:
+        env = emu.create_job(DEF)
+        for key, value in env.items():
+            monkeypatch.setenv(key, value)
+        src = tmp_path / "model.pt"
+        src.write_bytes(os.urandom(50_000))
+        with emu.client(max_retry_count=0) as api:
+            model = upload_model(src, client=api)
+            [blob] = (tmp_path / "emu").rglob(f"{model['training_model_id']}.zip")
+            data = bytearray(blob.read_bytes())
+            data[100] ^= 0xFF  # storage corrupted one byte of the weights
+            blob.write_bytes(bytes(data))
+            with pytest.raises(ModelChecksumError, match="sha256"):
+                download_model(model["training_model_id"], tmp_path / "dest", client=api)
+            with pytest.raises(ModelChecksumError, match="sha256"):
+                from abeja_runtime.models import download_training_result
+
+                download_training_result(env["TRAINING_JOB_ID"], tmp_path / "dest", client=api)
+        assert list((tmp_path / "dest").iterdir()) == []
+        for name in (*CREDENTIAL_ENV_NAMES, "ABEJA_API_URL"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("ABEJA_API_URL", emu.url)
+        monkeypatch.setenv("PLATFORM_AUTH_TOKEN", emu.token)
+        monkeypatch.setenv("ABEJA_SDK_MAX_RETRY_COUNT", "0")
+        target = tmp_path / "cli" / "model.zip"
+        for argv in (
+            ["models", "download", DEF, model["training_model_id"], "--output", str(target)],
+            ["jobs", "result", DEF, env["TRAINING_JOB_ID"], "--output", str(target)],
+        ):
+            code = main(argv)
+            err = capsys.readouterr().err
+            assert code != 0 and "sha256" in err, (argv, code, err)
+            assert list(target.parent.iterdir()) == []  # no file under the name, no leftover
+
+
+_LOOPY_HANDLER = """
+import os, pathlib
+
+def handler(context):
+    out = pathlib.Path(os.environ["ABEJA_TRAINING_RESULT_DIR"])
+    (out / "model.bin").write_bytes(b"weights")
+    (out / "loop").symlink_to(out / "loop")  # a link loop in the result dir
+"""
+
+
+def test_run_with_link_loops_in_source_and_result_uploads_both(tmp_path: Path) -> None:
+    import subprocess
+
+    from abeja_runtime.api_target import CREDENTIAL_ENV_NAMES
+
+    source = tmp_path / "project"
+    source.mkdir()
+    (source / "train.py").write_text(_LOOPY_HANDLER)
+    (source / "self").symlink_to(source / "self")  # a link loop in the source dir
+    env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV_NAMES}
+    env.pop("ABEJA_API_URL", None)
+    env.pop("ABEJA_ORGANIZATION_ID", None)
+    env.update(
+        {
+            "PYTHONPATH": str(Path(__file__).resolve().parent.parent),
+            "ABEJA_RUNTIME_EMULATOR_DIR": str(tmp_path / "emulator"),
+            "ABEJA_STORAGE_DIR_PATH": str(tmp_path / "storage"),
+            "ABEJA_RUNTIME_POLL_INTERVAL": "0.2",
+        }
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "abeja_runtime", "run", "train:handler", "--source", str(source)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    assert "Traceback" not in output
+    assert "abeja-runtime: model " in output
+    skipped = [line for line in output.splitlines() if "skipped 1 entries" in line]
+    assert len(skipped) == 2, output  # one warning for the source, one for the result
+    assert any("self" in line for line in skipped) and any("loop" in line for line in skipped)
+
+
+def test_safe_extract_of_a_corrupted_entry_is_invalid_data(tmp_path: Path) -> None:
+    archive = tmp_path / "x.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("w.bin", b"weights" * 100)
+    data = bytearray(archive.read_bytes())
+    data[60] ^= 0xFF  # inside the stored bytes: the CRC no longer matches
+    archive.write_bytes(bytes(data))
+    with pytest.raises(InvalidDataFormat, match="corrupted"):
+        safe_extract(archive, tmp_path / "dest")
+    assert list((tmp_path / "dest").iterdir()) == []
