@@ -516,3 +516,28 @@ def test_safe_extract_of_a_corrupted_entry_is_invalid_data(tmp_path: Path) -> No
     with pytest.raises(InvalidDataFormat, match="corrupted"):
         safe_extract(archive, tmp_path / "dest")
     assert list((tmp_path / "dest").iterdir()) == []
+
+
+def test_client_file_lists_skip_link_loops_with_one_warning(
+    httpserver: HTTPServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    pkg = tmp_path / "src"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "train.py").write_text("a")
+    (pkg / "models" / "net.py").write_text("b")
+    (pkg / "models" / "loop").symlink_to(pkg / "models" / "loop")
+    httpserver.expect_request(
+        "/organizations/1234567890123/training/definitions/d/versions", method="POST"
+    ).respond_with_json({"job_definition_version": 1})
+    with (
+        caplog.at_level(logging.WARNING, logger="abeja_runtime"),
+        APIClient({"auth_token": "t"}, base_url=httpserver.url_for("")) as api,
+    ):
+        api.create_training_job_definition_version("1234567890123", "d", [pkg], "src.train:handler")
+    [(request, _)] = httpserver.log
+    body = request.get_data()
+    start = body.index(b"PK\x03\x04")
+    with zipfile.ZipFile(io.BytesIO(body[start:])) as zf:
+        assert sorted(zf.namelist()) == ["src/models/net.py", "src/train.py"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "loop" in warnings[0], warnings
