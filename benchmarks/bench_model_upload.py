@@ -37,8 +37,10 @@ Three servers:
     the project's own create-model endpoint (parses the multipart stream,
     hashes and stores the model on disk, in this process).
 
-Each measurement runs in a fresh subprocess (so peak RSS and disk writes are
-its own). Runs rotate the order of the modes. The inputs are removed at the end.
+Each measurement runs in a fresh subprocess (so peak RSS, disk writes and CPU
+time are its own). CPU seconds per GiB are printed too: on a small or busy
+machine the upload is CPU-bound (the SHA-256 alone is about 0.55 s/GiB of one
+core), and that figure shows it where the throughput only varies. Runs rotate the order of the modes. The inputs are removed at the end.
 
 Usage::
 
@@ -199,6 +201,14 @@ def _write_bytes() -> int:
     return 0
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process, all threads (the uploader's own cost)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _worker(mode: str, file: str, url: str) -> None:
     import psutil
     import requests
@@ -224,6 +234,7 @@ def _worker(mode: str, file: str, url: str) -> None:
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
     written_before = _write_bytes()
+    cpu_before = _cpu_seconds()
     started = time.perf_counter()
     if mode in ("raw", "raw+sha256"):
         digest = hashlib.sha256() if mode == "raw+sha256" else None
@@ -264,6 +275,7 @@ def _worker(mode: str, file: str, url: str) -> None:
         with APIClient({"auth_token": token}, base_url=url, timeout=600) as client:
             upload_model(file, client=client, progress=False, metrics={})
     elapsed = time.perf_counter() - started
+    cpu = _cpu_seconds() - cpu_before
     written = _write_bytes() - written_before
     stop.set()
     sampler.join()
@@ -275,6 +287,7 @@ def _worker(mode: str, file: str, url: str) -> None:
                 "bytes": length,
                 "rss_over_baseline": peak - baseline,
                 "disk_written": written,
+                "cpu_seconds": cpu,
             }
         )
     )
@@ -412,10 +425,12 @@ def _run_server(label: str, name: str, file: Path, server: _Server, repeat: int)
         tput[mode] = statistics.median(rates)
         rss = max(r["rss_over_baseline"] for r in runs) / CHUNK
         disk = max(r["disk_written"] for r in runs) / 1024
+        cpu = statistics.median(r["cpu_seconds"] / (r["bytes"] / 1024**3) for r in runs)
         print(
             f"  {mode:>13}: median {tput[mode]:8.1f} MiB/s (runs: "
             + ", ".join(f"{x:.0f}" for x in rates)
-            + f"), peak RSS +{rss:.1f} MiB, disk written {disk:.0f} KiB"
+            + f"), peak RSS +{rss:.1f} MiB, disk written {disk:.0f} KiB, "
+            f"CPU {cpu:.2f} s/GiB"
         )
     ratio = tput["upload_model"] / tput["raw"]
     rss_up = max(r["rss_over_baseline"] for r in results["upload_model"]) / CHUNK
