@@ -14,6 +14,7 @@ import os
 import sys
 import tempfile
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -541,3 +542,61 @@ def test_client_file_lists_skip_link_loops_with_one_warning(
         assert sorted(zf.namelist()) == ["src/models/net.py", "src/train.py"]
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "loop" in warnings[0], warnings
+
+
+def test_a_file_that_grows_while_it_is_sent_fails_the_upload_cleanly(tmp_path: Path) -> None:
+    root = tmp_path / "result"
+    root.mkdir()
+    (root / "a.bin").write_bytes(os.urandom(32 * 1024 * 1024))
+    (root / "b.bin").write_bytes(os.urandom(1024))
+    seen: list[tuple[int, int]] = []
+
+    class _GrowB(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            announced = int(self.headers["Content-Length"])
+            received = 0
+            grown = False
+            while received < announced:
+                chunk = self.rfile.read(min(65536, announced - received))
+                if not chunk:
+                    break
+                received += len(chunk)
+                if not grown and received > 1024 * 1024:  # a.bin is still being sent
+                    with open(root / "b.bin", "ab") as fh:
+                        fh.write(b"a checkpoint written meanwhile")
+                    grown = True
+            seen.append((announced, received))
+            self.close_connection = True
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _GrowB)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with (
+            APIClient(
+                {"auth_token": "t"},
+                base_url=f"http://127.0.0.1:{server.server_address[1]}",
+                max_retry_count=0,
+            ) as api,
+            pytest.raises(InvalidDataFormat, match="changed"),
+        ):
+            upload_model(
+                root,
+                client=api,
+                organization_id="1234567890123",
+                job_definition_name="d",
+                training_job_id="2234567890123",
+                progress=False,
+            )
+        deadline = time.monotonic() + 10
+        while not seen and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        server.shutdown()
+        server.server_close()
+    [(announced, received)] = seen
+    assert received < announced  # the body was cut short: no server can take it as a model
