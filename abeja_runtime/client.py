@@ -12,8 +12,11 @@ returned as it came. What differs is underneath and around it:
   ``error="invalid_argument"``) without a request; every path segment is
   percent-quoted, so a name with spaces reaches the right resource.
 * Unreadable upload data raises :class:`~abeja_runtime.errors.InvalidDataFormat`
-  before a request; source archives and model data are zipped into temporary
-  files and streamed from disk, so memory does not grow with their size.
+  before a request. A model path goes through :mod:`abeja_runtime.models`' one
+  sender (a stored zip produced while it is sent, SHA-256 checked, never sent
+  twice); source file lists and file objects are zipped as the public package
+  zips them (byte for byte) into temporary files; all are streamed from disk,
+  so memory does not grow with their size.
 * Statistics are sent as strict JSON (numpy/torch scalars converted, NaN and
   Infinity as strings, zeros kept) and ``update_statistics(statistics)`` takes
   the job's identity from its environment, as the seed's example does.
@@ -37,6 +40,7 @@ from types import TracebackType
 from typing import IO, Any, TypeVar, overload
 from urllib.parse import quote
 
+from .archive import StreamedZip, walk_tree
 from .config import (
     ENV_JOB_DEFINITION_NAME,
     ENV_ORGANIZATION_ID,
@@ -56,7 +60,7 @@ from .errors import (
 )
 from .http import HttpTransport, Timeout
 from .jsonsafe import to_json_safe
-from .multipart import MultipartBody, ensure_binary_readable
+from .multipart import MultipartBody, StreamPart, ensure_binary_readable
 from .retry import RetryPolicy
 from .statistics_rules import check_document, check_wire_document
 from .validators import check_id, check_name, check_version
@@ -341,14 +345,11 @@ def _iter_sources(filepaths: Any) -> list[tuple[str, str]]:
         if os.path.isdir(path):
             root = Path(path)
             base = root.resolve().name
-            for sub in sorted(root.rglob("*")):
-                if sub.is_file():
-                    entries.append(
-                        (
-                            _readable_path(sub, "filepaths"),
-                            f"{base}/{sub.relative_to(root).as_posix()}",
-                        )
-                    )
+            # the one tree walker: link loops, links out of the tree and special
+            # files skipped with one warning; in rglob's sorted order, as before
+            found = walk_tree(root, "filepaths directory")
+            for sub, name in sorted(found, key=lambda entry: entry[0].parts):
+                entries.append((_readable_path(sub, "filepaths"), f"{base}/{name}"))
         else:
             entries.append((_readable_path(path, "filepaths"), Path(path).name))
     if not entries:
@@ -602,7 +603,7 @@ class APIClient:
         self,
         organization_id: str,
         job_definition_name: str,
-        source_code: IO[bytes] | str | os.PathLike[str],
+        source_code: IO[bytes] | str | os.PathLike[str] | StreamedZip,
         parameters: Mapping[str, Any],
     ) -> dict[str, Any]:
         """Create a version from an archive. ``POST .../definitions/{name}/versions``.
@@ -611,7 +612,9 @@ class APIClient:
             organization_id: the organization.
             job_definition_name: the definition.
             source_code: a zip or tar.gz archive, as a binary file object
-                (sent from its current position) or a path; streamed.
+                (sent from its current position) or a path; streamed. Or an
+                :class:`~abeja_runtime.archive.StreamedZip`, produced while it
+                is sent (no temporary file).
             parameters: ``handler`` and optionally ``image``, ``environment``,
                 ``description`` (sent as the ``params.json`` part).
 
@@ -623,8 +626,11 @@ class APIClient:
             raise _invalid("parameters must be a dict with at least 'handler'")
         params_json = _json_value(parameters, "parameters")
         spooled: IO[bytes] | None = None
-        if isinstance(source_code, (str, os.PathLike)):
-            source: str | IO[bytes] = _readable_path(source_code, "source_code")
+        source: str | IO[bytes] | StreamedZip
+        if isinstance(source_code, StreamedZip):
+            source = source_code  # produced while it is sent (the runner's and CLI's sources)
+        elif isinstance(source_code, (str, os.PathLike)):
+            source = _readable_path(source_code, "source_code")
         else:
             ensure_binary_readable(source_code, "source_code")
             source = source_code
@@ -642,11 +648,16 @@ class APIClient:
         path: str,
         field: str,
         filename: str,
-        source: str | IO[bytes],
+        source: str | IO[bytes] | StreamedZip,
         parameters: Any,
     ) -> dict[str, Any]:
         body = MultipartBody()
-        body.add_file(field, source, filename=filename, content_type="application/zip")
+        if isinstance(source, StreamedZip):
+            body.add_part(
+                StreamPart(field, source, filename=filename, content_type="application/zip")
+            )
+        else:
+            body.add_file(field, source, filename=filename, content_type="application/zip")
         body.add_bytes(
             "parameters",
             json.dumps(parameters, allow_nan=False).encode("utf-8"),
@@ -962,8 +973,13 @@ class APIClient:
             organization_id: the organization.
             job_definition_name: the definition.
             model_data: a path or a binary file object (read from its first
-                byte); a zip is sent as it is, anything else is wrapped in a
-                zip (in a temporary file, never in memory).
+                byte). A path goes as :func:`~abeja_runtime.models.upload_model`
+                sends it: a valid ``*.zip`` as it is, any other file in a
+                stored zip produced while it is sent (no temporary copy), its
+                SHA-256 checked against the server's and never sent twice
+                after a dropped connection. A file object is sent as the
+                public package sends it: a zip as it is, anything else wrapped
+                in a deflated zip (in a temporary file, never in memory).
             parameters: ``training_job_id``, ``description``,
                 ``user_parameters``, ``metrics`` (all optional).
 
@@ -973,6 +989,14 @@ class APIClient:
         """
         path = self._definition(organization_id, job_definition_name, "models")
         params_json = _json_value(dict(_opt_mapping(parameters, "parameters") or {}), "parameters")
+        if isinstance(model_data, (str, os.PathLike)):
+            # a path: the streamed stored zip of upload_model, its checksum and duplicate guard
+            from .models import send_model_path
+
+            _readable_path(model_data, "model_data")
+            return send_model_path(
+                self, organization_id, job_definition_name, model_data, params_json
+            )
         upload = _prepare_model_data(model_data)
         try:
             return self._post_archive(

@@ -22,15 +22,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from .api_target import ENV_ORGANIZATION_ID, ApiTarget, open_target
-from .errors import AbejaRuntimeError, APIConnectionError, ConfigurationError, HttpError
+from .errors import AbejaRuntimeError, ConfigurationError
 from .exit_codes import EXIT_OK, exit_code_for_error
 from .validators import check_id, check_version
 
@@ -274,7 +271,7 @@ def _versions_create(t: ApiTarget, a: argparse.Namespace) -> Output:
         SOURCE_EXCLUDED_DIRS,
         SOURCE_EXCLUDED_SUFFIXES,
         parse_assignments,
-        zip_directory,
+        source_archive,
     )
 
     spec = parse_handler(a.handler)
@@ -289,17 +286,14 @@ def _versions_create(t: ApiTarget, a: argparse.Namespace) -> Output:
         parameters["environment"] = environment
     if a.description is not None:
         parameters["description"] = a.description
-    with tempfile.TemporaryFile(prefix="abeja-runtime-source-", suffix=".zip") as tmp:
-        files, _size = zip_directory(
-            source,
-            tmp,
-            exclude_names=SOURCE_EXCLUDED_DIRS,
-            exclude_suffixes=SOURCE_EXCLUDED_SUFFIXES,
-        )
-        tmp.seek(0)
-        response = t.client.create_training_job_definition_version_native_api(
-            t.organization_id, a.definition, tmp, parameters
-        )
+    archive, files, _size = source_archive(
+        source,
+        exclude_names=SOURCE_EXCLUDED_DIRS,
+        exclude_suffixes=SOURCE_EXCLUDED_SUFFIXES,
+    )
+    response = t.client.create_training_job_definition_version_native_api(
+        t.organization_id, a.definition, archive, parameters
+    )
     number = response.get("job_definition_version")
     return f"created version {number} of {a.definition} ({files} files from {source})", response
 
@@ -383,7 +377,10 @@ def _jobs_result(t: ApiTarget, a: argparse.Namespace) -> Output:
     if a.output:
         if not uri:
             raise AbejaRuntimeError(f"job {a.job} has no result to download")
-        path, size = _download(uri, Path(a.output), a.force)
+        from .models import job_model_checksums
+
+        expected = job_model_checksums(t.client, t.organization_id, a.definition, a.job)
+        path, size = _download(uri, Path(a.output), a.force, expected, f"result of job {a.job}")
         return f"saved the result of job {a.job} to {path} ({size} bytes)", {
             "path": str(path),
             "size": size,
@@ -474,38 +471,21 @@ def _models_update(t: ApiTarget, a: argparse.Namespace) -> Output:
     return f"updated model {a.model} of {a.definition}", response
 
 
-def _download(uri: str, dest: Path, force: bool) -> tuple[Path, int]:
-    """Stream a presigned URL to ``dest`` (no credentials are sent with it).
+def _download(
+    uri: str, dest: Path, force: bool, expected_sha256: Any, what: str
+) -> tuple[Path, int]:
+    """Stream a presigned URL to ``dest`` through the one verified downloader.
 
-    Written to a temporary file beside ``dest`` and renamed at the end, so an
-    interrupted download never leaves a truncated file under the final name.
+    ``downloads.fetch_verified``: no credentials sent, the length and SHA-256
+    checked, written beside ``dest`` and renamed at the end, so an interrupted
+    or corrupted download never leaves a file under the final name.
     """
+    from .downloads import fetch_verified
+
     if dest.exists() and not force:
         raise ConfigurationError(f"{dest} exists (use --force to overwrite)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    size = 0
-    try:
-        with requests.get(uri, stream=True, timeout=(30, 300)) as response:
-            if response.status_code >= 400:
-                raise HttpError(
-                    "download_failed",
-                    f"the download URL answered {response.status_code}",
-                    status_code=response.status_code,
-                )
-            with tempfile.NamedTemporaryFile(
-                dir=dest.parent, prefix=f".{dest.name}.", delete=False
-            ) as tmp:
-                try:
-                    for chunk in response.iter_content(chunk_size=1 << 20):
-                        tmp.write(chunk)
-                        size += len(chunk)
-                except BaseException:
-                    Path(tmp.name).unlink(missing_ok=True)
-                    raise
-            Path(tmp.name).replace(dest)
-    except requests.RequestException as exc:
-        raise APIConnectionError(f"download failed: {type(exc).__name__}") from None
-    return dest, size
+    path, size, _sha = fetch_verified(uri, dest, expected_sha256=expected_sha256, what=what)
+    return path, size
 
 
 def _models_download(t: ApiTarget, a: argparse.Namespace) -> Output:
@@ -514,7 +494,8 @@ def _models_download(t: ApiTarget, a: argparse.Namespace) -> Output:
     if not isinstance(uri, str) or not uri:
         raise AbejaRuntimeError(f"model {a.model} has no download_uri")
     dest = Path(a.output) if a.output else Path(f"model-{a.model}.zip")
-    path, size = _download(uri, dest, a.force)
+    model = t.client.get_training_model(t.organization_id, a.definition, a.model)
+    path, size = _download(uri, dest, a.force, model.get("sha256"), f"model {a.model}")
     return f"saved model {a.model} to {path} ({size} bytes)", {
         "path": str(path),
         "size": size,

@@ -2,44 +2,59 @@
 
 Why a module of its own on top of :class:`~abeja_runtime.client.APIClient`:
 
-* memory must not grow with the model: the zip is built in a temporary file
-  and streamed by :class:`~abeja_runtime.multipart.MultipartBody` with a known
-  Content-Length (never held in memory as the public package does);
+* the upload runs at link speed, with memory flat and no temporary copy: a
+  directory or a single model file becomes a *stored* zip produced while the
+  request body is sent (:class:`~abeja_runtime.archive.StreamedZip`), with an
+  exact Content-Length known before the first byte; ``compress=True`` is the
+  opt-in for slow links (deflated into a temporary file first);
+* a file is sent as the archive itself only when it is named ``*.zip`` and is
+  a valid zip: ``.pt``, ``.npz`` and ``.keras`` files are zips by content, and
+  must come back by their name, not as their internals;
 * a network hiccup must not create two models: an upload whose outcome is
   unknown (the body may have reached the server) first looks for a model of
-  the same job with the same SHA-256 before sending again;
-* a downloaded archive comes from the network, so it is verified and
-  extracted by :func:`~abeja_runtime.archive.safe_extract`, which refuses
-  anything that could write outside ``dest``.
+  the same job with the same SHA-256 before sending again (the zip is
+  re-streamed from its start, byte for byte the same);
+* metrics and user parameters are converted as statistics are (numpy/torch
+  scalars, NaN as ``"NaN"``), or refused naming the key, before anything is sent;
+* a downloaded archive comes from the network, so it is verified
+  (:mod:`abeja_runtime.downloads`) and extracted by
+  :func:`~abeja_runtime.archive.safe_extract`, which refuses anything that
+  could write outside ``dest`` or expand past its limits.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
-import queue
 import stat
 import sys
 import tempfile
-import threading
 import zipfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import requests
-
-from .archive import safe_extract, tree_files
+from .archive import (
+    DEFAULT_MAX_ENTRIES,
+    DEFAULT_MAX_RATIO,
+    DEFAULT_MAX_TOTAL_BYTES,
+    StreamedZip,
+    is_zip_archive,
+    safe_extract,
+    walk_tree,
+)
 from .client import ENV_JOB_DEFINITION_NAME, ENV_ORGANIZATION_ID, ENV_TRAINING_JOB_ID, APIClient
+from .downloads import ModelChecksumError, fetch_verified
 from .errors import (
     AbejaRuntimeError,
     APIConnectionError,
     InvalidDataFormat,
     JobContextError,
+    StatisticsError,
 )
-from .multipart import FilePart, MultipartBody
+from .jsonsafe import to_json_safe
+from .multipart import FileSource, MultipartBody, SizedSource, StreamPart
 from .spool import RUNTIME_DIR_NAME
 
 __all__ = [
@@ -51,52 +66,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_CHUNK = 1024 * 1024
 #: uploads sent again after an unknown outcome found no model on the server
 _MAX_UNKNOWN_OUTCOME_RETRIES = 2
 
 
-class ModelChecksumError(AbejaRuntimeError):
-    """The bytes the server stored (or sent back) differ from the ones we have."""
-
-
 # --------------------------------------------------------------------- helpers
-
-
-class _ThreadHashedFilePart(FilePart):
-    """A file part whose SHA-256 is taken on a helper thread while the body streams.
-
-    Why not ``FilePart(sha256=True)``: hashing in the sending thread serialises
-    it with the socket writes, and SHA-256 (about 1 GB/s) is slower than a
-    loopback or 10 GbE link, so the upload would run at hashing speed.
-    ``hashlib`` releases the GIL on large updates, so a thread overlaps the
-    two; the queue is bounded (a few chunks), so memory stays flat.
-    """
-
-    _QUEUE_CHUNKS = 8
-
-    def chunks(self, chunk_size: int) -> Iterator[bytes]:
-        digest = hashlib.sha256()
-        pending: queue.Queue[bytes | None] = queue.Queue(self._QUEUE_CHUNKS)
-
-        def consume() -> None:
-            while (item := pending.get()) is not None:
-                digest.update(item)
-
-        worker = threading.Thread(target=consume, name="model-sha256", daemon=True)
-        worker.start()
-        self.sha256 = None
-        complete = False
-        try:
-            for chunk in super().chunks(chunk_size):
-                pending.put(chunk)
-                yield chunk
-            complete = True
-        finally:
-            pending.put(None)
-            worker.join()
-        if complete:
-            self.sha256 = digest.hexdigest()
 
 
 def _env(name: str) -> str:
@@ -107,14 +81,6 @@ def _env(name: str) -> str:
             missing=[name],
         )
     return value
-
-
-def _sha256_file(path: str | os.PathLike[str]) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _default_metrics() -> dict[str, Any] | None:
@@ -129,6 +95,18 @@ def _default_metrics() -> dict[str, Any] | None:
         logger.debug("cannot read the last statistics document", exc_info=True)
         return None
     return dict(document) if document else None
+
+
+def _json_mapping(value: Any, what: str) -> dict[str, Any]:
+    """``value`` as strict JSON the way statistics are sent, or an error naming the key."""
+    if not isinstance(value, Mapping):
+        raise InvalidDataFormat(f"{what} must be a dict, got {type(value).__name__}")
+    try:
+        converted = to_json_safe(dict(value), what)
+    except StatisticsError as exc:
+        raise InvalidDataFormat(str(exc)) from None
+    assert isinstance(converted, dict)
+    return converted
 
 
 def _check_special(path: Path, st: os.stat_result) -> None:
@@ -155,27 +133,17 @@ _MODEL_EXCLUDED_DIRS = frozenset({RUNTIME_DIR_NAME})
 
 def _tree_files(root: Path) -> list[tuple[Path, str]]:
     """``(file, name in the zip)`` for every file of the model directory (see ``tree_files``)."""
-
-    def skipped(path: Path, why: str) -> None:
-        logger.warning("model directory: skipping %s (%s)", path, why)
-
     # the spool (``.abeja-runtime/spool``) may live in the result dir that is uploaded
-    entries = list(tree_files(root, exclude_names=_MODEL_EXCLUDED_DIRS, on_skip=skipped))
+    entries = walk_tree(root, "model directory", exclude_names=_MODEL_EXCLUDED_DIRS)
     for path, _name in entries:
         _check_readable(path)
     return entries
 
 
-def _new_temp_zip() -> Path:
-    fd, name = tempfile.mkstemp(prefix="abeja-runtime-model-", suffix=".zip")
-    os.close(fd)
-    return Path(name)
-
-
 def _write_zip(temp: Path, entries: list[tuple[Path, str]]) -> None:
     try:
         # level 1: weights barely compress, and higher levels cost many
-        # times the upload time for a few percent (as the runner's zips)
+        # times the upload time for a few percent
         with zipfile.ZipFile(
             temp, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1
         ) as archive:
@@ -187,65 +155,120 @@ def _write_zip(temp: Path, entries: list[tuple[Path, str]]) -> None:
         ) from exc
 
 
-@contextmanager
-def _model_zip(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """A zip of ``path`` on disk; a temporary one is removed on exit, error or not."""
-    src = Path(os.fspath(path))
-    if not str(path):
+def _model_entries(path: str | os.PathLike[str]) -> tuple[Path, list[tuple[Path, str]] | None]:
+    """The checked source path, and the entries to zip (``None``: a zip sent as it is).
+
+    Raises:
+        InvalidDataFormat: an empty, missing, special or unreadable path, or
+            a directory that holds no files.
+    """
+    if not os.fspath(path):
         raise InvalidDataFormat("model path is empty")
+    src = Path(os.fspath(path))
     try:
         st = src.stat()
     except FileNotFoundError:
         raise InvalidDataFormat(f"model path {str(src)!r} does not exist") from None
-    except OSError as exc:
-        raise InvalidDataFormat(f"model path {str(src)!r}: {exc.strerror or exc}") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+        raise InvalidDataFormat(
+            f"model path {str(src)!r}: {getattr(exc, 'strerror', None) or exc}"
+        ) from None
     _check_special(src, st)
-    temp: Path | None = None
+    if stat.S_ISDIR(st.st_mode):
+        entries = _tree_files(src)
+        if not entries:
+            raise InvalidDataFormat(f"model directory {str(src)!r} holds no files")
+        return src, entries
+    _check_readable(src)
+    if is_zip_archive(src):
+        return src, None
+    return src, [(src, src.name)]
+
+
+@contextmanager
+def _model_source(path: str | os.PathLike[str], compress: bool) -> Iterator[SizedSource]:
+    """The model as a zip to stream: the ``*.zip`` itself, a streamed stored zip or a deflated one.
+
+    Only ``compress=True`` writes a temporary file (it is removed on exit,
+    error or not): deflate needs the whole output to know its length.
+    """
+    src, entries = _model_entries(path)
+    if entries is None:
+        yield FileSource(src)
+        return
+    if not compress:
+        yield StreamedZip(entries)
+        return
+    fd, name = tempfile.mkstemp(prefix="abeja-runtime-model-", suffix=".zip")
+    os.close(fd)
+    temp = Path(name)
+    logger.info("model upload: compress=True, deflating %s into the temporary file %s", src, temp)
     try:
-        if stat.S_ISDIR(st.st_mode):
-            entries = _tree_files(src)
-            if not entries:
-                raise InvalidDataFormat(f"model directory {str(src)!r} holds no files")
-            temp = _new_temp_zip()
-            _write_zip(temp, entries)
-            yield temp
-            return
-        _check_readable(src)
-        if zipfile.is_zipfile(src):
-            yield src
-            return
-        temp = _new_temp_zip()
-        _write_zip(temp, [(src, src.name)])
-        yield temp
+        _write_zip(temp, entries)
+        yield FileSource(temp)
     finally:
-        if temp is not None:
-            temp.unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
 
 
-def _progress_callback(
-    progress: bool | None, total: int
-) -> tuple[Callable[[int, int], None] | None, Any]:
-    """A tqdm bar when asked for or on a terminal; ``(None, None)`` otherwise or without tqdm."""
-    if progress is None:
-        isatty = getattr(sys.stderr, "isatty", None)
-        progress = bool(callable(isatty) and isatty())
-    if not progress:
-        return None, None
+class _Progress:
+    """One progress display over the whole body: a tqdm bar, or a log line per 10%.
+
+    A retry starts the body again from 0, and the display with it.
+    """
+
+    def __init__(self, total: int, use_tqdm: bool) -> None:
+        self.total = total
+        self.bar: Any = None
+        self._last = 0
+        self._logged_tenth = 0
+        if use_tqdm:
+            from tqdm import tqdm  # the 'progress' extra
+
+            self.bar = tqdm(
+                total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="model upload"
+            )
+
+    def __call__(self, sent: int, _total: int) -> None:
+        if self.bar is not None:
+            if sent < self._last:
+                self.bar.reset(total=self.total)
+                self._last = 0
+            self.bar.update(sent - self._last)
+            self._last = sent
+            return
+        if sent < self._last:
+            self._logged_tenth = 0
+        self._last = sent
+        tenth = sent * 10 // max(self.total, 1)
+        if tenth > self._logged_tenth:
+            self._logged_tenth = tenth
+            logger.info("model upload: %d%% (%d of %d bytes)", tenth * 10, sent, self.total)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress(progress: bool | None, total: int) -> _Progress | None:
+    """A tqdm bar when asked for (or on a terminal) and installed, else log lines; or none.
+
+    ``progress=True`` without tqdm warns once and falls back to a log line
+    per 10%; ``None`` shows a bar on a terminal and logs lines otherwise.
+    """
+    if progress is False:
+        return None
     try:
-        from tqdm import tqdm  # the 'progress' extra
+        import tqdm  # noqa: F401 - the 'progress' extra
     except ImportError:
-        return None, None
-    bar = tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc="model upload")
-    state = {"last": 0}
-
-    def update(sent: int, _total: int) -> None:
-        if sent < state["last"]:  # a retry starts again from 0
-            bar.reset(total=total)
-            state["last"] = 0
-        bar.update(sent - state["last"])
-        state["last"] = sent
-
-    return update, bar
+        if progress:
+            logger.warning(
+                "progress=True but tqdm is not installed (pip install 'abeja-runtime[progress]'); "
+                "logging the upload's progress every 10%% instead"
+            )
+        return _Progress(total, use_tqdm=False)
+    isatty = getattr(sys.stderr, "isatty", None)
+    on_terminal = bool(callable(isatty) and isatty())
+    return _Progress(total, use_tqdm=bool(progress) or on_terminal)
 
 
 def _find_same_model(
@@ -273,22 +296,31 @@ def upload_model(
     training_job_id: str | None = None,
     job_definition_name: str | None = None,
     progress: bool | None = None,
+    compress: bool = False,
     client: APIClient | None = None,
     organization_id: str | None = None,
 ) -> dict[str, Any]:
     """Upload a file or a directory as the job's model, streamed and without duplicates.
 
     Args:
-        path: a zip (sent as it is), another file (wrapped in a zip) or a
-            directory (zipped with its relative layout; symlinks out of the
-            tree are skipped).
+        path: a ``*.zip`` that is a valid zip (sent as it is), another file
+            (wrapped in a zip, so it comes back by its name: ``model.pt``
+            stays ``model.pt``) or a directory (zipped with its relative
+            layout; symlink loops, links out of the tree and special files
+            are skipped with one warning naming them).
         description: the model's description.
-        user_parameters: free-form parameters stored with the model.
-        metrics: the model's metrics; the default reporter's last statistics
-            document when ``None`` and one was reported.
+        user_parameters: free-form parameters stored with the model
+            (numpy/torch scalars converted, NaN sent as ``"NaN"``).
+        metrics: the model's metrics, converted the same way; the default
+            reporter's last statistics document when ``None`` and one was reported.
         training_job_id: ``TRAINING_JOB_ID`` when ``None``.
         job_definition_name: ``TRAINING_JOB_DEFINITION_NAME`` when ``None``.
-        progress: show a tqdm bar; ``None`` shows one only on a terminal.
+        progress: ``True``: a tqdm bar (a log line per 10% and a warning when
+            tqdm is missing); ``None``: a bar on a terminal, log lines
+            otherwise; ``False``: nothing.
+        compress: deflate the members (level 1) instead of storing them: for
+            slow links and compressible content only; it writes a temporary
+            zip first (as large as the compressed model) in the temp directory.
         client: the API client (one from the environment when ``None``).
         organization_id: ``ABEJA_ORGANIZATION_ID`` when ``None``.
 
@@ -296,7 +328,8 @@ def upload_model(
         the model dict the server answered.
 
     Raises:
-        InvalidDataFormat: missing, empty, unreadable or special path (no request sent).
+        InvalidDataFormat: missing, empty, unreadable or special path, or a
+            metric/parameter that is not JSON (no request sent).
         ModelChecksumError: the server stored bytes with another SHA-256.
         HttpError: the server refused the upload (e.g. too large).
         APIConnectionError: the server stayed unreachable.
@@ -310,40 +343,56 @@ def upload_model(
     if job_id is not None:
         parameters["training_job_id"] = job_id
     if description is not None:
+        if not isinstance(description, str):
+            raise InvalidDataFormat(f"description must be a str, got {type(description).__name__}")
         parameters["description"] = description
     if user_parameters is not None:
-        parameters["user_parameters"] = dict(user_parameters)
+        parameters["user_parameters"] = _json_mapping(user_parameters, "user_parameters")
     if metrics:
-        parameters["metrics"] = dict(metrics)
-    with _model_zip(path) as zip_path:
+        parameters["metrics"] = _json_mapping(metrics, "metrics")
+    with _model_source(path, compress) as source:
         own_client = client is None
         api = client if client is not None else APIClient()
         try:
-            return _upload_zip(api, org, name, job_id, zip_path, parameters, progress)
+            return send_model(api, org, name, source, parameters, progress)
         finally:
             if own_client:
                 api.close()
 
 
-def _upload_zip(
+def send_model(
     client: APIClient,
     org: str,
     name: str,
-    job_id: str | None,
-    zip_path: Path,
-    parameters: dict[str, Any],
-    progress: bool | None,
+    source: SizedSource,
+    parameters: Mapping[str, Any],
+    progress: bool | None = False,
 ) -> dict[str, Any]:
+    """POST ``source`` (a zip) as a model: checksum-verified, never twice.
+
+    The one sender behind :func:`upload_model`, ``APIClient.create_training_model``
+    with a path, the CLI and the runner. ``parameters`` must already be JSON.
+
+    Raises:
+        ModelChecksumError: the server stored bytes with another SHA-256.
+        HttpError: the server refused the upload.
+        APIConnectionError: the server stayed unreachable.
+    """
+    job_id = parameters.get("training_job_id")
     body = MultipartBody()
-    part = _ThreadHashedFilePart(
-        "model_data", zip_path, filename="model_data.zip", content_type="application/zip"
+    part = StreamPart(
+        "model_data",
+        source,
+        filename="model_data.zip",
+        content_type="application/zip",
+        sha256=True,
     )
     body.add_part(part)
     body.add_bytes(
         "parameters", _json(parameters), filename="params.json", content_type="application/json"
     )
-    callback, bar = _progress_callback(progress, body.content_length)
-    body.on_progress = callback
+    display = _progress(progress, body.content_length)
+    body.on_progress = display
     api_path = client._definition(org, name, "models")
     known_sha: str | None = None
     try:
@@ -353,14 +402,16 @@ def _upload_zip(
             except APIConnectionError as exc:
                 if not exc.sent or attempt >= _MAX_UNKNOWN_OUTCOME_RETRIES:
                     raise
-                known_sha = known_sha or part.sha256 or _sha256_file(zip_path)
-                found = _find_same_model(client, org, name, job_id, known_sha)
+                known_sha = known_sha or part.sha256 or part.compute_sha256()
+                found = _find_same_model(
+                    client, org, name, job_id if isinstance(job_id, str) else None, known_sha
+                )
                 if found is not None:
                     logger.info("model upload: outcome unknown, found the uploaded model")
                     return dict(found)
                 logger.warning("model upload: outcome unknown, no such model; sending again")
                 continue
-            local = part.sha256 or known_sha or _sha256_file(zip_path)
+            local = part.sha256 or known_sha or part.compute_sha256()
             remote = model.get("sha256")
             if isinstance(remote, str) and remote and remote.lower() != local:
                 raise ModelChecksumError(
@@ -370,8 +421,21 @@ def _upload_zip(
             return model
         raise AssertionError("unreachable")  # pragma: no cover
     finally:
-        if bar is not None:
-            bar.close()
+        if display is not None:
+            display.close()
+
+
+def send_model_path(
+    client: APIClient,
+    org: str,
+    name: str,
+    path: str | os.PathLike[str],
+    parameters: Mapping[str, Any],
+    progress: bool | None = False,
+) -> dict[str, Any]:
+    """:func:`send_model` of a file or directory on disk (streamed, stored zip)."""
+    with _model_source(path, compress=False) as source:
+        return send_model(client, org, name, source, parameters, progress)
 
 
 def _json(value: Any) -> bytes:
@@ -383,36 +447,27 @@ def _json(value: Any) -> bytes:
 # -------------------------------------------------------------------- download
 
 
-def _fetch(url: str, dest_file: Path, timeout: Any) -> str:
-    """Stream ``url`` (a signed URL: no credential sent) to ``dest_file``; its SHA-256."""
-    digest = hashlib.sha256()
-    with requests.get(url, stream=True, timeout=timeout) as response:
-        if response.status_code != 200:
-            raise AbejaRuntimeError(
-                f"model download failed: HTTP {response.status_code} from the signed URL"
-            )
-        with open(dest_file, "wb") as out:
-            for chunk in response.iter_content(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-    return digest.hexdigest()
-
-
 def _download_and_extract(
-    url: str, dest: str | os.PathLike[str], expected_sha256: str | None, timeout: Any
+    url: str,
+    dest: str | os.PathLike[str],
+    expected_sha256: str | Collection[str] | None,
+    timeout: Any,
+    what: str,
+    limits: dict[str, Any],
 ) -> Path:
+    """Fetch the archive into a hidden file inside ``dest``, verify, extract, remove it.
+
+    The archive is kept inside ``dest`` (not the system temp directory), so
+    nothing is written outside ``dest``, and on the volume it is meant for.
+    """
     target = Path(dest)
     target.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix="abeja-runtime-download-", suffix=".zip")
+    fd, name = tempfile.mkstemp(dir=target, prefix=".abeja-runtime-download-", suffix=".zip")
     os.close(fd)
     temp = Path(name)
     try:
-        got = _fetch(url, temp, timeout)
-        if expected_sha256 and got != expected_sha256.lower():
-            raise ModelChecksumError(
-                f"downloaded model has sha256 {got}, the server recorded {expected_sha256}"
-            )
-        safe_extract(temp, target)
+        fetch_verified(url, temp, expected_sha256=expected_sha256, timeout=timeout, what=what)
+        safe_extract(temp, target, **limits)
     finally:
         temp.unlink(missing_ok=True)
     return target
@@ -425,29 +480,67 @@ def download_model(
     job_definition_name: str | None = None,
     client: APIClient | None = None,
     organization_id: str | None = None,
+    max_entries: int = DEFAULT_MAX_ENTRIES,
+    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> Path:
     """Download a model and extract it into ``dest``, verified and without path traversal.
+
+    Args:
+        model_id: the model.
+        dest: the directory to extract into (created if missing).
+        job_definition_name: ``TRAINING_JOB_DEFINITION_NAME`` when ``None``.
+        client: the API client (one from the environment when ``None``).
+        organization_id: ``ABEJA_ORGANIZATION_ID`` when ``None``.
+        max_entries: most archive entries extracted (100 000 by default).
+        max_total_bytes: most bytes the archive may expand to (1 TiB by default).
+        max_ratio: most the archive may expand relative to its size, once
+            past 1 MiB (200 by default; a stored model is about 1).
 
     Returns:
         ``dest`` as a :class:`~pathlib.Path`.
 
     Raises:
         ModelChecksumError: the bytes differ from the model's recorded SHA-256.
-        InvalidDataFormat: the archive has an entry that would land outside ``dest``.
+        InvalidDataFormat: the archive has an entry that would land outside
+            ``dest`` or clash with a directory, or is over a limit (nothing
+            is extracted then).
     """
     org = organization_id or _env(ENV_ORGANIZATION_ID)
     name = job_definition_name or _env(ENV_JOB_DEFINITION_NAME)
+    limits = {
+        "max_entries": max_entries,
+        "max_total_bytes": max_total_bytes,
+        "max_ratio": max_ratio,
+    }
     api = client if client is not None else APIClient()
     try:
         model = api.get_training_model(org, name, model_id)
         uri = api.download_training_model(org, name, model_id)["download_uri"]
         expected = model.get("sha256")
         return _download_and_extract(
-            uri, dest, expected if isinstance(expected, str) else None, api.timeout
+            uri,
+            dest,
+            expected if isinstance(expected, str) else None,
+            api.timeout,
+            f"model {model_id}",
+            limits,
         )
     finally:
         if client is None:
             api.close()
+
+
+def job_model_checksums(api: APIClient, org: str, name: str, training_job_id: str) -> set[str]:
+    """The SHA-256 of every model the job uploaded: one of them is its result."""
+    listing = api.get_training_models(org, name)
+    return {
+        entry["sha256"]
+        for entry in listing.get("entries") or []
+        if isinstance(entry, dict)
+        and entry.get("training_job_id") == training_job_id
+        and isinstance(entry.get("sha256"), str)
+    }
 
 
 def download_training_result(
@@ -457,19 +550,38 @@ def download_training_result(
     job_definition_name: str | None = None,
     client: APIClient | None = None,
     organization_id: str | None = None,
+    max_entries: int = DEFAULT_MAX_ENTRIES,
+    max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    max_ratio: float = DEFAULT_MAX_RATIO,
 ) -> Path:
     """Download a training job's result (its latest model) and extract it into ``dest``.
 
+    The result carries no checksum of its own; its bytes are checked against
+    the SHA-256 of the models the job uploaded (when the server lists any).
+    The limits are those of :func:`download_model`.
+
     Returns:
         ``dest`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        ModelChecksumError: the bytes match none of the job's models.
+        InvalidDataFormat: as :func:`download_model`.
     """
     org = organization_id or _env(ENV_ORGANIZATION_ID)
     name = job_definition_name or _env(ENV_JOB_DEFINITION_NAME)
+    limits = {
+        "max_entries": max_entries,
+        "max_total_bytes": max_total_bytes,
+        "max_ratio": max_ratio,
+    }
     api = client if client is not None else APIClient()
     try:
         result = api.get_training_result(org, name, training_job_id)
         uri = result["artifacts"]["complete"]["uri"]
-        return _download_and_extract(uri, dest, None, api.timeout)
+        expected = job_model_checksums(api, org, name, training_job_id)
+        return _download_and_extract(
+            uri, dest, expected, api.timeout, f"result of job {training_job_id}", limits
+        )
     finally:
         if client is None:
             api.close()

@@ -42,7 +42,6 @@ import sys
 import tempfile
 import threading
 import time
-import zipfile
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,7 +51,7 @@ from urllib.parse import quote
 import psutil
 
 from .api_target import CREDENTIAL_ENV_NAMES, ENV_ORGANIZATION_ID, ApiTarget, open_target
-from .archive import tree_files
+from .archive import StreamedZip, walk_tree
 from .config import (
     ENV_API_URL,
     ENV_CHECK_TIMEOUT,
@@ -111,6 +110,7 @@ __all__ = [
     "progress_fraction",
     "register",
     "run_handler",
+    "source_archive",
     "upload_result_dir_as_model",
     "zip_directory",
 ]
@@ -303,6 +303,37 @@ def _child_pythonpath(existing: str | None) -> str:
 # --------------------------------------------------------------------------- zips
 
 
+def source_archive(
+    root: Path,
+    *,
+    exclude_dirs: Iterable[Path] = (),
+    exclude_names: frozenset[str] = frozenset(),
+    exclude_suffixes: tuple[str, ...] = (),
+) -> tuple[StreamedZip, int, int]:
+    """``root``'s files as a streamed zip, with paths relative to ``root``.
+
+    The one zip writer of the package (:class:`~abeja_runtime.archive.StreamedZip`):
+    produced while the request body is sent, so nothing is written to disk and
+    memory does not grow with the files. Symbolic links are followed only when
+    they point inside ``root`` (a link to a dataset elsewhere must not drag it
+    into the upload, a link loop must not hang us); what is skipped is named
+    in one warning.
+
+    Returns:
+        (the archive, number of files, total bytes of the files).
+    """
+    root = root.resolve()
+    entries = walk_tree(
+        root,
+        "source directory",
+        exclude_dirs=exclude_dirs,
+        exclude_names=exclude_names,
+        exclude_suffixes=exclude_suffixes,
+    )
+    total = sum(path.stat().st_size for path, _name in entries)
+    return StreamedZip(entries), len(entries), total
+
+
 def zip_directory(
     root: Path,
     fileobj: IO[bytes],
@@ -311,29 +342,19 @@ def zip_directory(
     exclude_names: frozenset[str] = frozenset(),
     exclude_suffixes: tuple[str, ...] = (),
 ) -> tuple[int, int]:
-    """Write ``root``'s files into a zip on ``fileobj``, with paths relative to ``root``.
-
-    Files stream from disk into the archive (``ZipFile.write``), so memory does
-    not grow with their size. Symbolic links are followed only when they point
-    inside ``root``: a link to a dataset elsewhere must not drag it into the
-    upload, and a link loop must not hang us.
+    """Write :func:`source_archive` of ``root`` to ``fileobj`` (for callers that need a file).
 
     Returns:
         (number of files, total uncompressed bytes).
     """
-    root = root.resolve()
-    count = 0
-    total = 0
-    with zipfile.ZipFile(fileobj, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for path, arcname in tree_files(
-            root,
-            exclude_dirs=exclude_dirs,
-            exclude_names=exclude_names,
-            exclude_suffixes=exclude_suffixes,
-        ):
-            zf.write(path, arcname=arcname)
-            count += 1
-            total += path.stat().st_size
+    archive, count, total = source_archive(
+        root,
+        exclude_dirs=exclude_dirs,
+        exclude_names=exclude_names,
+        exclude_suffixes=exclude_suffixes,
+    )
+    for chunk in archive:
+        fileobj.write(chunk)
     return count, total
 
 
@@ -352,7 +373,7 @@ def upload_result_dir_as_model(
 ) -> dict[str, Any]:
     """Upload ``result_dir`` as the job's model; the ONE place a run creates a model.
 
-    Through :func:`abeja_runtime.models.upload_model` (temporary zip, streamed,
+    Through :func:`abeja_runtime.models.upload_model` (a stored zip produced while it is sent,
     SHA-256 checked, no duplicate after a dropped connection): operation 24 with
     ``training_job_id``, ``description`` and the final statistics as ``metrics``.
     Kept in one function so that a run creates models in one place only.
@@ -863,18 +884,15 @@ class _Run:
         if self.image:
             parameters["image"] = self.image
         parameters["description"] = f"abeja-runtime run {self.spec} from {self.source}"
-        with tempfile.TemporaryFile(prefix="abeja-runtime-source-", suffix=".zip") as tmp:
-            files, size = zip_directory(
-                self.source,
-                tmp,
-                exclude_dirs=excluded,
-                exclude_names=SOURCE_EXCLUDED_DIRS,
-                exclude_suffixes=SOURCE_EXCLUDED_SUFFIXES,
-            )
-            tmp.seek(0)
-            version = self.api.client.create_training_job_definition_version_native_api(
-                self.api.organization_id, self.name, tmp, parameters
-            )
+        archive, files, size = source_archive(
+            self.source,
+            exclude_dirs=excluded,
+            exclude_names=SOURCE_EXCLUDED_DIRS,
+            exclude_suffixes=SOURCE_EXCLUDED_SUFFIXES,
+        )
+        version = self.api.client.create_training_job_definition_version_native_api(
+            self.api.organization_id, self.name, archive, parameters
+        )
         number = int(version["job_definition_version"])
         self.console.note(
             f"version {number} uploaded from {self.source} ({files} files, {_human_size(size)})"

@@ -1,6 +1,7 @@
 """upload_model's failures that happen after the input looked fine: a full disk while
-zipping, and a server that refuses the model (e.g. too large). Clear errors, no
-model on the server, no temporary file left behind."""
+compressing (``compress=True``, the one mode that writes a temporary zip), and a
+server that refuses the model (e.g. too large). Clear errors, no model on the
+server, no temporary file left behind."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ with Emulator() as emu:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG
     resource.setrlimit(resource.RLIMIT_FSIZE, (512 * 1024, resource.RLIM_INFINITY))
     try:
-        upload_model(src, client=client)
+        upload_model(src, client=client, compress=True)
     except AbejaRuntimeError as exc:
         print("ERROR:", exc)
     resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
@@ -42,7 +43,7 @@ with Emulator() as emu:
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_FSIZE stands in for a full disk")
-def test_disk_full_while_zipping(tmp_path: Path) -> None:
+def test_disk_full_while_compressing(tmp_path: Path) -> None:
     src = tmp_path / "result"
     src.mkdir()
     (src / "weights.bin").write_bytes(os.urandom(2 * 1024 * 1024))  # incompressible
