@@ -141,7 +141,9 @@ class _GpuProbe:
                 nvml = pynvml
             nvml.nvmlInit()
         except Exception as exc:  # not installed, no driver, no GPU: not an error
-            logger.debug("GPU metrics unavailable (nvidia-ml-py and an NVIDIA driver needed): %s", exc)
+            logger.debug(
+                "GPU metrics unavailable (nvidia-ml-py and an NVIDIA driver needed): %s", exc
+            )
             return None
         probe = cls(nvml)
         try:
@@ -151,8 +153,10 @@ class _GpuProbe:
             probe.close()
             return None
         if not probe.devices:
-            logger.debug("GPU metrics: no visible GPU (CUDA_VISIBLE_DEVICES=%r)",
-                         os.environ.get("CUDA_VISIBLE_DEVICES"))
+            logger.debug(
+                "GPU metrics: no visible GPU (CUDA_VISIBLE_DEVICES=%r)",
+                os.environ.get("CUDA_VISIBLE_DEVICES"),
+            )
         return probe
 
     def _visible_devices(self) -> list[tuple[int, str, Any]]:
@@ -310,8 +314,10 @@ def _numbers(sample: Mapping[str, Any]) -> dict[str, float]:
     return {
         key: value
         for key, value in sample.items()
-        if isinstance(value, (int, float)) and not isinstance(value, bool)
-        and key not in ("index",) and math.isfinite(value)
+        if isinstance(value, (int, float))
+        and not isinstance(value, bool)
+        and key not in ("index",)
+        and math.isfinite(value)
     }
 
 
@@ -325,8 +331,9 @@ def _aggregate(samples: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], di
     gpu_counts: dict[str, dict[str, int]] = {}
     gpu_maxes: dict[str, dict[str, float]] = {}
 
-    def add(values: Mapping[str, float], s: dict[str, float], c: dict[str, int],
-            m: dict[str, float]) -> None:
+    def add(
+        values: Mapping[str, float], s: dict[str, float], c: dict[str, int], m: dict[str, float]
+    ) -> None:
         for key, value in values.items():
             s[key] = s.get(key, 0.0) + value
             c[key] = c.get(key, 0) + 1
@@ -377,7 +384,9 @@ class SystemMetrics:
         nvml: Any = None,
     ) -> None:
         if interval is None:
-            interval = env_float(ENV_SYSTEM_METRICS_INTERVAL, DEFAULT_INTERVAL, minimum=MIN_INTERVAL)
+            interval = env_float(
+                ENV_SYSTEM_METRICS_INTERVAL, DEFAULT_INTERVAL, minimum=MIN_INTERVAL
+            )
         elif (
             isinstance(interval, bool)
             or not isinstance(interval, (int, float))
@@ -407,9 +416,7 @@ class SystemMetrics:
     @property
     def running(self) -> bool:
         """Whether the timer thread of this process is alive."""
-        return (
-            self._owner == os.getpid() and self._thread is not None and self._thread.is_alive()
-        )
+        return self._owner == os.getpid() and self._thread is not None and self._thread.is_alive()
 
     def start(self) -> None:
         """Start the timer thread now (``sample()`` does it when not done yet)."""

@@ -98,8 +98,16 @@ def test_sample_has_the_documented_keys_and_is_json() -> None:
     metrics = SystemMetrics(gpu=False, interval=FAST)
     try:
         first = metrics.sample()  # waits once for the timer's first sample
-        assert {"cpu_percent", "memory_rss_bytes", "system_memory_percent",
-                "system_memory_used_bytes", "mean", "max", "samples", "interval_s"} <= set(first)
+        assert {
+            "cpu_percent",
+            "memory_rss_bytes",
+            "system_memory_percent",
+            "system_memory_used_bytes",
+            "mean",
+            "max",
+            "samples",
+            "interval_s",
+        } <= set(first)
         assert first["memory_rss_bytes"] >= psutil.Process().memory_info().rss // 2
         assert 0 <= first["system_memory_percent"] <= 100
         assert first["interval_s"] == FAST
@@ -156,7 +164,11 @@ def test_visible_gpus_only_with_mean_and_max_since_the_last_sample(
         _wait_for(lambda: "gpus" in (metrics._latest or {}))
         metrics.sample()  # start a window with the GPUs at their first figures
         nvml.util = [5, 5, 90]
-        _wait_for(lambda: sum(1 for s in metrics._window if s["gpus"][0]["utilization_percent"] == 90) >= 2)
+        _wait_for(
+            lambda: (
+                sum(1 for s in metrics._window if s["gpus"][0]["utilization_percent"] == 90) >= 2
+            )
+        )
         nvml.util = [5, 5, 30]
         _wait_for(lambda: (metrics._latest or {})["gpus"][0]["utilization_percent"] == 30)
         doc = metrics.sample()
@@ -166,12 +178,19 @@ def test_visible_gpus_only_with_mean_and_max_since_the_last_sample(
         metrics.close()
     # GPU 1 is never even queried; the order is CUDA_VISIBLE_DEVICES's
     assert nvml.queried == {0, 2}
-    assert [(g["index"], g["uuid"]) for g in doc["gpus"]] == [(2, nvml.uuids[2]), (0, nvml.uuids[0])]
+    assert [(g["index"], g["uuid"]) for g in doc["gpus"]] == [
+        (2, nvml.uuids[2]),
+        (0, nvml.uuids[0]),
+    ]
     latest = doc["gpus"][0]
     assert latest == {
-        "index": 2, "uuid": nvml.uuids[2], "utilization_percent": 30,
-        "memory_used_bytes": 3 * 2**30, "memory_total_bytes": 80 * 2**30,
-        "temperature_c": 62, "power_w": 252.5,
+        "index": 2,
+        "uuid": nvml.uuids[2],
+        "utilization_percent": 30,
+        "memory_used_bytes": 3 * 2**30,
+        "memory_total_bytes": 80 * 2**30,
+        "temperature_c": 62,
+        "power_w": 252.5,
     }
     # mean and max cover the samples since the previous sample() call, per GPU by uuid
     assert [g["uuid"] for g in doc["max"]["gpus"]] == [nvml.uuids[2], nvml.uuids[0]]
