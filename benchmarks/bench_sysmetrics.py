@@ -130,7 +130,7 @@ def main() -> None:
         "off": {"calls": [], "step_us": []},
     }
     for round_ in range(args.rounds):
-        for name in (["on", "off"] if round_ % 2 == 0 else ["off", "on"]):
+        for name in ["on", "off"] if round_ % 2 == 0 else ["off", "on"]:
             metrics = SystemMetrics(interval=args.interval) if name == "on" else None
             reporter = StatisticsReporter(
                 context=_context(url),
@@ -152,7 +152,9 @@ def main() -> None:
     server.server_close()
 
     on, off = results["on"], results["off"]
-    print(f"report() in a training loop, {len(on['calls'])} steps per variant, {args.rounds} rounds")
+    print(
+        f"report() in a training loop, {len(on['calls'])} steps per variant, {args.rounds} rounds"
+    )
     print(f"  timer interval {args.interval} s (default 10 s), posts every {args.post_interval} s")
     for name, r in (("metrics on ", on), ("metrics off", off)):
         print(
@@ -166,7 +168,9 @@ def main() -> None:
     print(f"  ratio on/off: report() p50 {p50:.2f}x   p99 {p99:.2f}x   loop time {loop:.3f}x")
     print(f"  posts: {_Handler.posts}, {_Handler.with_system} of them with the system key")
     median, p99_ms = _sample_cost(200)
-    print(f"  one timer sample (off the training thread): median {median:.2f} ms, p99 {p99_ms:.2f} ms")
+    print(
+        f"  one timer sample (off the training thread): median {median:.2f} ms, p99 {p99_ms:.2f} ms"
+    )
 
 
 if __name__ == "__main__":
