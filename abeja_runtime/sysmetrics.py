@@ -186,21 +186,27 @@ class _GpuProbe:
         gpus: list[dict[str, Any]] = []
         for index, uuid, handle in self.devices:
             gpu: dict[str, Any] = {"index": index, "uuid": uuid}
-            for key, read in (
-                ("utilization_percent", lambda h: int(nvml.nvmlDeviceGetUtilizationRates(h).gpu)),
-                ("memory_used_bytes", lambda h: int(nvml.nvmlDeviceGetMemoryInfo(h).used)),
-                ("memory_total_bytes", lambda h: int(nvml.nvmlDeviceGetMemoryInfo(h).total)),
-                ("temperature_c", lambda h: int(nvml.nvmlDeviceGetTemperature(h, 0))),
-                ("power_w", lambda h: round(nvml.nvmlDeviceGetPowerUsage(h) / 1000.0, 1)),
+            for keys, read in (
+                (("utilization_percent",), lambda h: (nvml.nvmlDeviceGetUtilizationRates(h).gpu,)),
+                (("memory_used_bytes", "memory_total_bytes"), self._memory),
+                (("temperature_c",), lambda h: (nvml.nvmlDeviceGetTemperature(h, 0),)),
+                (("power_w",), lambda h: (round(nvml.nvmlDeviceGetPowerUsage(h) / 1000.0, 1),)),
             ):
                 try:
-                    gpu[key] = read(handle)
+                    values = read(handle)
                 except Exception as exc:  # not supported on this board, or a driver hiccup
                     if not self.warned:
                         self.warned = True
-                        logger.debug("GPU %d: %s not available: %s", index, key, exc)
+                        logger.debug("GPU %d: %s not available: %s", index, keys[0], exc)
+                    continue
+                for key, value in zip(keys, values, strict=True):
+                    gpu[key] = value if isinstance(value, float) else int(value)
             gpus.append(gpu)
         return gpus or None
+
+    def _memory(self, handle: Any) -> tuple[int, int]:
+        memory = self.nvml.nvmlDeviceGetMemoryInfo(handle)  # one call for both figures
+        return int(memory.used), int(memory.total)
 
     def close(self) -> None:
         try:
