@@ -86,8 +86,9 @@ ENV_SYSTEM_METRICS_INTERVAL = "ABEJA_RUNTIME_SYSTEM_METRICS_INTERVAL"
 MIN_INTERVAL = 0.01
 #: how long the first ``sample()`` waits for the timer's first sample (once per object)
 FIRST_SAMPLE_WAIT = 2.0
-#: how long ``close()`` waits for the timer thread to end
-CLOSE_WAIT = 5.0
+#: how long ``close()`` waits for the timer thread (a daemon) to end: short, because it
+#: runs inside the reporter's bounded flush at exit and on SIGTERM
+CLOSE_WAIT = 1.0
 
 logger = logging.getLogger(__name__)
 
