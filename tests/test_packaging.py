@@ -66,6 +66,11 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Path]]
     work = tmp_path_factory.mktemp("build")
     source = work / "src"
     shutil.copytree(ROOT, source, ignore=COPY_IGNORE)
+    # what running an example leaves behind must stay out of the sdist
+    for junk in (".abeja-runtime/results/1/model.pt", "__pycache__/train.cpython-311.pyc"):
+        path = source / "examples" / "pytorch_loop" / junk
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"junk")
     out = work / "dist"
     # no isolation: the build requirements are this environment's (offline, and checked:
     # build refuses when setuptools is older than pyproject's build-system asks)
@@ -131,6 +136,7 @@ def test_the_sdist_has_the_source_and_examples_but_no_tests(dists: dict[str, Pat
     assert "examples/pytorch_loop/train.py" in names
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/", "scripts/"))]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if ".abeja-runtime" in n]
 
 
 def test_the_wheel_installs_with_the_emulator_and_runs_a_job(
