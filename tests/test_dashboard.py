@@ -562,3 +562,35 @@ def test_run_prints_the_job_dashboard_of_its_embedded_emulator(
         assert lines[0].endswith(f"{path}#token={token}")
     else:
         assert token not in text + err.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("statistics", "value", "text"),
+    [
+        ({"epoch": 2, "num_epochs": 8}, "0.25", "epoch 2/8"),  # epochs only: the bar still fills
+        ({"epoch": 3, "num_epochs": 3}, "1.0", "epoch 3/3"),
+        ({"epoch": 1, "num_epochs": 4, "progress_percentage": 0.5}, "0.5", "50 %"),
+        ({"epoch": 1}, "0", "epoch 1"),
+        ({"epoch": 1, "num_epochs": 0}, "0", "epoch 1/0"),
+    ],
+)
+def test_progress_bar_falls_back_to_epoch_over_num_epochs(
+    emu: Emulator, statistics: dict[str, Any], value: str, text: str
+) -> None:
+    job_id = make_job(emu)
+    emu.client().update_statistics(emu.organization_id, DEF, job_id, statistics)
+    html = login(emu).get(f"{emu.url}/definitions/{DEF}/jobs/{job_id}", timeout=30).text
+    assert f'<progress id="job-progress" max="1" value="{value}">' in html
+    assert text in html
+
+
+def test_latest_statistics_give_each_list_element_rows_of_its_own(emu: Emulator) -> None:
+    job_id = make_job(emu)
+    gpus = [{"index": 1, "uuid": "GPU-b", "utilization_percent": 97, "power_w": 287.4}]
+    emu.client().update_statistics(
+        emu.organization_id, DEF, job_id, {"epoch": 1, "system": {"gpus": gpus, "tags": [1, 2]}}
+    )
+    html = login(emu).get(f"{emu.url}/definitions/{DEF}/jobs/{job_id}", timeout=30).text
+    assert "<td>system.gpus[0].utilization_percent</td><td>97</td>" in html
+    assert "<td>system.gpus[0].power_w</td><td>287.4</td>" in html
+    assert "<td>system.tags</td><td>[1, 2]</td>" in html  # a list of numbers stays one value

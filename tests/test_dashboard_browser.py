@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import threading
 import time
@@ -330,4 +331,170 @@ def test_statistics_names_never_become_markup(browser: Any, emu: Emulator) -> No
     assert page.evaluate("window.__xss") is None
     assert payload in (page.text_content("#latest-statistics") or "")
     assert sorted(page.evaluate("Object.keys(window.abejaDashboard.charts)")) == [payload, "loss"]
+    page.close()
+
+
+GIB = 2**30
+#: per-GPU figures of three epochs, in the shape abeja_runtime.sysmetrics posts
+GPU_UTIL = [[35, 97, 64], [12, 40, 88]]
+GPU_MEMORY = [[1.5 * GIB, 6 * GIB, 6.25 * GIB], [0.5 * GIB, 2 * GIB, 3 * GIB]]
+GPU_TEMPERATURE = [[55, 71, 73], [50, 60, 66]]
+GPU_POWER = [[120.5, 287.4, 301.0], [80.0, 150.2, 210.7]]
+#: what the page may never show on an axis or in a legend
+RAW_NUMBER = r"\d\.\d+e[+-]?\d|\d{7,}"
+READ_AXES = """(keys) => keys.map(key => {
+  const u = window.abejaDashboard.charts[key];
+  const fmt = window.abejaDashboard.format;
+  const ticks = u.axes[1]._values || [];
+  return {unit: u.abejaUnit, title: u.root.querySelector('.u-title').textContent,
+          ticks: Array.from(ticks), width: u.axes[1]._size};
+})"""
+#: the legend's values after the cursor is put on the last point of a chart
+READ_LEGEND = """(key) => {
+  const u = window.abejaDashboard.charts[key];
+  const last = u.data[0].length - 1;
+  u.setCursor({left: u.valToPos(u.data[0][last], 'x'), top: 10});
+  return Array.from(u.root.querySelectorAll('.u-legend .u-series'))
+    .slice(1).map(tr => [tr.querySelector('.u-label').textContent,
+                         tr.querySelector('.u-value').textContent]);
+}"""
+#: elements whose text is laid out on more than one line
+WRAPPED = """(selector) => Array.from(document.querySelectorAll(selector)).filter(el => {
+  const range = document.createRange();
+  range.selectNodeContents(el);
+  const tops = new Set(Array.from(range.getClientRects()).map(r => Math.round(r.top)));
+  return tops.size > 1;
+}).map(el => el.textContent)"""
+
+
+def _system_document(epoch: int) -> dict[str, Any]:
+    i = epoch - 1
+    gpus = [
+        {
+            "index": g,
+            "uuid": f"GPU-{g}0000000-test",
+            "utilization_percent": GPU_UTIL[g][i],
+            "memory_used_bytes": int(GPU_MEMORY[g][i]),
+            "memory_total_bytes": 80 * GIB,
+            "temperature_c": GPU_TEMPERATURE[g][i],
+            "power_w": GPU_POWER[g][i],
+        }
+        for g in range(2)
+    ]
+    return {
+        "cpu_percent": 180.5,
+        "memory_rss_bytes": 140_000_000 + epoch,  # the 1.4e+8 the axis once showed
+        "gpus": gpus,
+        "mean": {"cpu_percent": 150.0, "gpus": [{**g, "utilization_percent": 50} for g in gpus]},
+        "max": {"cpu_percent": 199.0, "gpus": gpus},
+        "samples": 6,
+        "interval_s": 10.0,
+    }
+
+
+def test_per_gpu_charts_one_line_per_gpu_with_units(
+    browser: Any, emu: Emulator, tmp_path: Path
+) -> None:
+    name = "gpu-demo"
+    job_id = emu.create_job(name)["TRAINING_JOB_ID"]
+    client = emu.client()
+    for epoch in range(1, 4):  # epochs only: no progress_percentage
+        client.update_statistics(
+            emu.organization_id,
+            name,
+            job_id,
+            {
+                "epoch": epoch,
+                "num_epochs": 3,
+                "stages": {"train": {"loss": 1 / epoch}},
+                "system": _system_document(epoch),
+            },
+        )
+    page = browser.new_page()
+    _log_in(page, emu)
+    page.goto(f"{emu.url}/definitions/{name}/jobs/{job_id}")
+    page.wait_for_function("() => window.abejaDashboard.points === 3", timeout=30_000)
+    charts = page.evaluate(READ_CHARTS)
+    # every numeric series is charted, the per-GPU ones with one line per GPU
+    for metric in ("utilization_percent", "memory_used_bytes", "temperature_c", "power_w"):
+        for prefix in ("system.gpus.", "system.mean.gpus.", "system.max.gpus."):
+            assert charts[prefix + metric]["labels"] == ["GPU 0", "GPU 1"], prefix + metric
+    assert {
+        "system.cpu_percent",
+        "system.memory_rss_bytes",
+        "system.mean.cpu_percent",
+        "system.samples",
+        "loss",
+    } <= set(charts)
+    assert "system.gpus.index" not in charts  # an element's identity is not a figure
+    expected = {
+        "system.gpus.utilization_percent": GPU_UTIL,
+        "system.gpus.memory_used_bytes": [[int(v) for v in g] for g in GPU_MEMORY],
+        "system.gpus.temperature_c": GPU_TEMPERATURE,
+        "system.gpus.power_w": GPU_POWER,
+    }
+    for key, columns in expected.items():
+        assert charts[key]["data"] == [[1, 2, 3], *columns], key
+    assert charts["system.mean.gpus.utilization_percent"]["data"][1:] == [[50] * 3] * 2
+
+    units = {
+        "system.gpus.utilization_percent": ("%", " %"),
+        "system.gpus.memory_used_bytes": ("B", " GiB"),
+        "system.gpus.temperature_c": ("°C", " °C"),
+        "system.gpus.power_w": ("W", " W"),
+        "system.memory_rss_bytes": ("B", " MiB"),
+        "system.cpu_percent": ("%", " %"),
+    }
+    axes = page.evaluate(READ_AXES, list(units))
+    for (key, (unit, suffix)), axis in zip(units.items(), axes, strict=True):
+        assert axis["unit"] == unit, (key, axis)
+        assert axis["ticks"], (key, axis)
+        for tick in axis["ticks"]:
+            assert tick.endswith(suffix), (key, axis)
+            assert not re.search(RAW_NUMBER, tick), (key, axis)
+        # the axis is wide enough for its longest label (7 px a character at least)
+        assert axis["width"] >= 7 * max(len(t) for t in axis["ticks"]), (key, axis)
+    # byte axes tick at binary steps: 0, 2, 4, 6 GiB, not 1.07374e+9
+    memory_ticks = axes[1]["ticks"]
+    assert all(re.fullmatch(r"\d+(\.\d+)? GiB", t) for t in memory_ticks), memory_ticks
+
+    legend = page.evaluate(READ_LEGEND, "system.gpus.utilization_percent")
+    assert legend == [["GPU 0", "64 %"], ["GPU 1", "88 %"]]
+    legend = page.evaluate(READ_LEGEND, "system.gpus.memory_used_bytes")
+    assert legend == [["GPU 0", "6.25 GiB"], ["GPU 1", "3 GiB"]]
+    legend = page.evaluate(READ_LEGEND, "system.gpus.power_w")
+    assert legend == [["GPU 0", "301 W"], ["GPU 1", "210.7 W"]]
+    legend = page.evaluate(READ_LEGEND, "system.memory_rss_bytes")
+    assert legend == [["system.memory_rss_bytes", "133.5 MiB"]]
+
+    # the progress bar falls back to epoch / num_epochs
+    assert page.evaluate("document.getElementById('job-progress').value") == 1
+    assert "epoch 3/3" in (page.text_content("#job-progress-text") or "")
+    # the latest values table gives each GPU figure a row of its own
+    rows = page.evaluate(
+        "Array.from(document.querySelectorAll('#latest-statistics tbody tr'))"
+        ".map(tr => Array.from(tr.cells, td => td.textContent))"
+    )
+    assert ["—", "system.gpus[1].power_w", "210.7"] in rows
+    assert ["—", "system.gpus[0].uuid", "GPU-00000000-test"] in rows
+    _save_screenshot(page, tmp_path, "dashboard-gpus.png")
+    page.close()
+
+
+def test_headers_and_ids_never_wrap_mid_word(browser: Any, emu: Emulator) -> None:
+    name = "a-definition-with-a-long-name"
+    jobs = [emu.create_job(name)["TRAINING_JOB_ID"] for _ in range(3)]
+    page = browser.new_page()
+    page.set_viewport_size({"width": 520, "height": 900})  # narrow: the table must squeeze
+    _log_in(page, emu)
+    page.goto(f"{emu.url}/definitions/{name}")
+    page.wait_for_selector("table")
+    assert page.evaluate(WRAPPED, "th") == []
+    ids = page.evaluate(
+        "(ids) => Array.from(document.querySelectorAll('td a, td code'))"
+        ".filter(a => ids.includes(a.textContent.trim())).length",
+        jobs,
+    )
+    assert ids >= 3  # the ids are in the table ...
+    assert page.evaluate(WRAPPED, "td a") == []  # ... each on one line
     page.close()

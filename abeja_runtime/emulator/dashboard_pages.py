@@ -15,6 +15,7 @@ is complete without the script except for the charts.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -139,10 +140,36 @@ def progress_text(statistics: Mapping[str, Any] | None) -> str:
     return " · ".join(parts) if parts else "—"
 
 
+def progress_fraction(statistics: Mapping[str, Any] | None) -> float | None:
+    """The job's progress in [0, 1]: ``progress_percentage``, else ``epoch / num_epochs``.
+
+    A job that reports only epochs (once an epoch is common) still gets a full bar when
+    it is done; ``None`` when neither is there.
+    """
+    if not statistics:
+        return None
+
+    def number(value: Any) -> float | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok and math.isfinite(value) else None
+
+    fraction = number(statistics.get("progress_percentage"))
+    if fraction is None:
+        epoch, total = number(statistics.get("epoch")), number(statistics.get("num_epochs"))
+        if epoch is None or total is None or total <= 0:
+            return None
+        fraction = epoch / total
+    return min(1.0, max(0.0, fraction))
+
+
 def _flatten(value: Any, prefix: str) -> Iterable[tuple[str, Any]]:
+    """``(path, value)`` leaves; a list of objects (``system.gpus``) gives ``gpus[0].x`` rows."""
     if isinstance(value, Mapping):
         for key, inner in value.items():
             yield from _flatten(inner, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(value, list) and value and all(isinstance(v, Mapping) for v in value):
+        for position, inner in enumerate(value):
+            yield from _flatten(inner, f"{prefix}[{position}]")
     else:
         yield prefix, value
 
@@ -500,8 +527,7 @@ def job_page(
     """``/definitions/<name>/jobs/<id>``: the job, its live charts and its models."""
     job_id = job["training_job_id"]
     statistics = job["statistics"]
-    fraction = (statistics or {}).get("progress_percentage")
-    fraction = fraction if isinstance(fraction, (int, float)) else 0
+    fraction = progress_fraction(statistics) or 0
     facts = _dl(
         [
             ("status", _status(job["status"], "job-status")),
@@ -530,7 +556,8 @@ def job_page(
         '</progress> <span id="job-progress-text">{progress}</span></p></section>'
         '<section><h2>Charts</h2><p class="hint">x: epochs, fractional within an epoch '
         "(progress_percentage * num_epochs; else the epoch; else the report's number). "
-        "One chart per numeric statistic, one line per stage; "
+        "One chart per numeric statistic, one line per stage or per list element "
+        "(per GPU); units from the name (_percent, _bytes, _c, _w); "
         "NaN and ±Infinity are gaps.</p>"
         '<div id="charts" class="charts"><p class="empty" id="charts-empty">'
         "no numeric statistics yet</p></div></section>"

@@ -7,7 +7,10 @@
  *  - on a compare page, does the same for several jobs, one chart per stage and statistic.
  * x is epochs: progress_percentage * num_epochs (fractional within an epoch), else epoch, else
  * the report's number. NaN/"Infinity"/"-Infinity" are null (a gap); an absent value is undefined
- * (the line continues over it). Everything from the server is put in the page as text only.
+ * (the line continues over it). A list of objects (system.gpus) is one line per element,
+ * labelled by its "index" ("GPU 1"). Units come from the name's suffix (_percent: %, _bytes: B,
+ * KiB ... GiB, _bytes_per_s, _c / temperature: °C, _w / power: W, _s: s) and label the ticks
+ * and the legend. Everything from the server is put in the page as text only.
  * State is kept on window.abejaDashboard so that a test can read what the charts hold.
  */
 (function () {
@@ -22,7 +25,7 @@
 
   var state = window.abejaDashboard = {
     page: "", charts: {}, points: 0, polls: 0, pollMs: POLL_MS, ready: false, errors: [],
-    jobs: {}
+    jobs: {}, format: function (v, unit, biggest) { return withUnit(v, unit, biggest); }
   };
 
   function tokenFromFragment() {
@@ -70,18 +73,33 @@
     return value !== null && typeof value === "object" && !Array.isArray(value);
   }
 
-  function flatten(value, prefix, out) {
+  /* "GPU 1" for system.gpus[k] with "index": 1; "<list> <k>" for other lists. */
+  function elementLabel(listKey, item, position) {
+    var id = isObject(item) && typeof item.index === "number" ? item.index : position;
+    return (listKey === "gpus" ? "GPU" : listKey) + " " + id;
+  }
+
+  /* Pushes [path, value, line] per numeric leaf; a list's elements become lines. */
+  function flatten(value, prefix, out, line) {
     if (isObject(value)) {
       Object.keys(value).forEach(function (key) {
-        flatten(value[key], prefix ? prefix + "." + key : key, out);
+        if (line && key === "index") { return; } // an element's identity, not a figure
+        flatten(value[key], prefix ? prefix + "." + key : key, out, line);
+      });
+    } else if (Array.isArray(value)) {
+      var listKey = prefix.split(".").pop();
+      value.forEach(function (item, i) {
+        var label = elementLabel(listKey, item, i);
+        flatten(item, prefix, out, line ? line + " · " + label : label);
       });
     } else {
       var n = numeric(value);
-      if (n !== undefined) { out.push([prefix, n]); }
+      if (n !== undefined) { out.push([prefix, n, line || ""]); }
     }
   }
 
-  /* [[metric, stage, value], ...] for one statistics document; stage "" for top-level values. */
+  /* [[metric, line, value], ...] for one statistics document; line: the stage, a list
+   * element ("GPU 0"), both ("train · GPU 0"), or "" for a plain top-level value. */
   function numericValues(doc) {
     var out = [];
     if (!isObject(doc)) { return out; }
@@ -90,15 +108,15 @@
       Object.keys(doc.stages).forEach(function (s) { if (names.indexOf(s) < 0) { names.push(s); } });
       names.forEach(function (stage) {
         var pairs = [];
-        flatten(doc.stages[stage], "", pairs);
-        pairs.forEach(function (p) { out.push([p[0], stage, p[1]]); });
+        flatten(doc.stages[stage], "", pairs, "");
+        pairs.forEach(function (p) { out.push([p[0], p[2] ? stage + " · " + p[2] : stage, p[1]]); });
       });
     }
     Object.keys(doc).forEach(function (key) {
       if (HEAD_KEYS[key]) { return; }
       var pairs = [];
-      flatten(doc[key], key, pairs);
-      pairs.forEach(function (p) { out.push([p[0], "", p[1]]); });
+      flatten(doc[key], key, pairs, "");
+      pairs.forEach(function (p) { out.push([p[0], p[2], p[1]]); });
     });
     return out;
   }
@@ -148,10 +166,75 @@
     return COLORS[(i + 2) % COLORS.length];
   }
 
+  /* A number for people: 0.0001 as 1e-4, 140000000 as 140M, never 1.4e+8. */
+  function plain(v, digits) {
+    var a = Math.abs(v);
+    if (a !== 0 && a < 1e-3) { return +v.toExponential(digits - 1) + ""; }
+    var big = [[1e12, "T"], [1e9, "G"], [1e6, "M"]];
+    for (var i = 0; i < big.length; i++) {
+      if (a >= big[i][0] && a < 1e15) { return +(v / big[i][0]).toPrecision(digits) + big[i][1]; }
+    }
+    return String(+v.toPrecision(digits));
+  }
+
   function fmt(v) {
     if (v === null || v === undefined) { return "–"; }
-    var a = Math.abs(v);
-    return (a !== 0 && (a < 1e-3 || a >= 1e6)) ? v.toExponential(4) : String(+v.toPrecision(6));
+    return plain(v, 6);
+  }
+
+  /* The unit of a metric, from its name's last part. */
+  function unitOf(metric) {
+    var name = metric.split(".").pop();
+    if (/percent$/.test(name)) { return "%"; }
+    if (/bytes_per_s$/.test(name)) { return "B/s"; }
+    if (/bytes$/.test(name)) { return "B"; }
+    if (/(^|_)c$|temperature$/.test(name)) { return "°C"; }
+    if (/(^|_)w$|power$/.test(name)) { return "W"; }
+    if (/(^|_)s$|seconds$/.test(name)) { return "s"; }
+    return "";
+  }
+
+  var BINARY = [["TiB", 1099511627776], ["GiB", 1073741824], ["MiB", 1048576], ["KiB", 1024]];
+
+  /* [suffix, divisor] for values up to `biggest` in `unit` (bytes in binary units). */
+  function scaleFor(unit, biggest) {
+    if (unit === "B" || unit === "B/s") {
+      var per = unit === "B/s" ? "/s" : "";
+      for (var i = 0; i < BINARY.length; i++) {
+        if (biggest >= BINARY[i][1]) { return [BINARY[i][0] + per, BINARY[i][1]]; }
+      }
+    }
+    return [unit, 1];
+  }
+
+  /* v with its unit, scaled as `biggest` is ("1.5 GiB", "97 %", "71 °C"). */
+  function withUnit(v, unit, biggest) {
+    if (v === null || v === undefined) { return "–"; }
+    var scale = scaleFor(unit, Math.abs(biggest === undefined ? v : biggest));
+    var text = scale[1] === 1 ? plain(v, 4) : String(+(v / scale[1]).toPrecision(4));
+    return scale[0] ? text + " " + scale[0] : text;
+  }
+
+  /* Byte axes tick at powers of two (0.25, 0.5, 1 GiB), not at 1e8 steps. */
+  var BINARY_INCRS = [];
+  for (var pow = 0; pow <= 50; pow++) { BINARY_INCRS.push(Math.pow(2, pow)); }
+
+  function yAxis(unit) {
+    var axis = {
+      values: function (u, vals) {
+        var biggest = 0;
+        vals.forEach(function (v) { if (v !== null && Math.abs(v) > biggest) { biggest = Math.abs(v); } });
+        return vals.map(function (v) { return withUnit(v, unit, biggest); });
+      },
+      // wide enough for its longest label: never clipped
+      size: function (u, values) {
+        var longest = 0;
+        (values || []).forEach(function (t) { longest = Math.max(longest, String(t).length); });
+        return Math.max(40, longest * 7 + 18);
+      }
+    };
+    if (unit === "B" || unit === "B/s") { axis.incrs = BINARY_INCRS; }
+    return axis;
   }
 
   function makeChart(key, title, labels, colors, data) {
@@ -163,20 +246,23 @@
     holder.dataset.chart = key;
     box.appendChild(holder);
     var width = Math.max(320, Math.min(540, (box.clientWidth || 540) - 8));
+    var unit = unitOf(key.split("\u0000")[0]);
     var series = [{ label: "epoch", value: function (u, v) { return fmt(v); } }];
     labels.forEach(function (label, i) {
       series.push({
         label: label, stroke: colors[i], width: 1.5, spanGaps: false,
-        value: function (u, v) { return fmt(v); }
+        value: function (u, v) { return withUnit(v, unit); }
       });
     });
     var chart = new uPlot({
-      title: title, width: width, height: 240,
+      title: unit ? title + " (" + scaleFor(unit, 0)[0].replace(/^B/, "bytes") + ")" : title,
+      width: width, height: 240,
       scales: { x: { time: false } },
-      axes: [{ label: "epoch" }, { size: 60, values: function (u, vals) { return vals.map(fmt); } }],
+      axes: [{ label: "epoch" }, yAxis(unit)],
       series: series
     }, data, holder);
     chart.abejaLabels = labels.slice();
+    chart.abejaUnit = unit;
     state.charts[key] = chart;
     return chart;
   }
@@ -208,7 +294,7 @@
         var sa = series.meta[a].stage, sb = series.meta[b].stage;
         var ra = STAGE_ORDER.indexOf(sa), rb = STAGE_ORDER.indexOf(sb);
         ra = ra < 0 ? 9 : ra; rb = rb < 0 ? 9 : rb;
-        return ra !== rb ? ra - rb : (sa < sb ? -1 : sa > sb ? 1 : 0);
+        return ra !== rb ? ra - rb : sa.localeCompare(sb, "en", { numeric: true });
       });
       var labels = keys.map(function (k) { return series.meta[k].stage || metric; });
       var colors = keys.map(function (k, i) { return stageColor(series.meta[k].stage, i); });
@@ -254,6 +340,18 @@
     return parts.length ? parts.join(" · ") : "—";
   }
 
+  /* progress_percentage, else epoch / num_epochs (a job that reports epochs only), in [0, 1]. */
+  function progressFraction(doc) {
+    var f = doc.progress_percentage;
+    if (typeof f !== "number" || !isFinite(f)) {
+      if (typeof doc.epoch !== "number" || typeof doc.num_epochs !== "number" || !(doc.num_epochs > 0)) {
+        return null;
+      }
+      f = doc.epoch / doc.num_epochs;
+    }
+    return Math.min(1, Math.max(0, f));
+  }
+
   function valueText(v) {
     if (v === null || v === undefined) { return "—"; }
     return typeof v === "string" ? v : JSON.stringify(v);
@@ -262,6 +360,9 @@
   function flattenAll(value, prefix, out) {
     if (isObject(value)) {
       Object.keys(value).forEach(function (k) { flattenAll(value[k], prefix ? prefix + "." + k : k, out); });
+    } else if (Array.isArray(value) && value.length && value.every(isObject)) {
+      // a list of objects (system.gpus): one row per figure, "gpus[0].utilization_percent"
+      value.forEach(function (item, i) { flattenAll(item, prefix + "[" + i + "]", out); });
     } else {
       out.push([prefix, value]);
     }
@@ -311,7 +412,8 @@
     setText("job-duration", duration(job.start_time, job.completion_time));
     if (lastDoc) {
       var bar = document.getElementById("job-progress");
-      if (bar && typeof lastDoc.progress_percentage === "number") { bar.value = lastDoc.progress_percentage; }
+      var fraction = progressFraction(lastDoc);
+      if (bar && fraction !== null) { bar.value = fraction; }
       setText("job-progress-text", progressText(lastDoc));
       renderLatest(lastDoc);
     }
