@@ -238,8 +238,10 @@ def resolve_credential(
         if env.get(ENV_DATASOURCE_ID) and env.get(ENV_DATASOURCE_SECRET):
             return Credential.datasource(env[ENV_DATASOURCE_ID], env[ENV_DATASOURCE_SECRET])
     except ConfigurationError as exc:  # messages never hold the secret itself
-        name = ENV_AUTH_TOKEN if env.get(ENV_AUTH_TOKEN) else (
-            ENV_USER_TOKEN if env.get(ENV_USER_TOKEN) else ENV_DATASOURCE_SECRET
+        name = (
+            ENV_AUTH_TOKEN
+            if env.get(ENV_AUTH_TOKEN)
+            else (ENV_USER_TOKEN if env.get(ENV_USER_TOKEN) else ENV_DATASOURCE_SECRET)
         )
         raise ConfigurationError(f"{name} is malformed: {exc}") from None
     return None
@@ -290,9 +292,7 @@ def check_api_url(url: str, what: str) -> str:
     if parts.netloc.endswith(":"):
         raise ConfigurationError(f"{what} has an empty port, got {shown}")
     if parts.query or parts.fragment or url.rstrip("/").endswith(("?", "#")):
-        raise ConfigurationError(
-            f"{what} must not have a query or fragment, got {shown}"
-        )
+        raise ConfigurationError(f"{what} must not have a query or fragment, got {shown}")
     return url.rstrip("/")
 
 

@@ -315,7 +315,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The handler sees a clean argv, as on the platform: its own argparse must
     # not trip over our flags.
     sys.argv = sys.argv[:1]
-    return _run(args.handler if args.handler is not None else os.environ.get(ENV_HANDLER), args.check)
+    return _run(
+        args.handler if args.handler is not None else os.environ.get(ENV_HANDLER), args.check
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised through subprocess tests

@@ -59,7 +59,9 @@ def _scalar(value: Any, path: str) -> Any:
     try:
         return value.item()
     except Exception as exc:  # a framework's own error, re-raised with the path
-        raise StatisticsError(f"{path}: cannot convert {type(value).__name__} to a number: {exc}") from exc
+        raise StatisticsError(
+            f"{path}: cannot convert {type(value).__name__} to a number: {exc}"
+        ) from exc
 
 
 def to_json_safe(value: Any, path: str = "statistics", _depth: int = 0) -> Any:

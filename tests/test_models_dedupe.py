@@ -48,9 +48,7 @@ def test_unknown_outcome_never_duplicates(
     src.write_bytes(b"weights" * 10_000 + mode.encode())
     before = emu.client().get_training_models(emu.organization_id, DEF)["entries"]
     try:
-        with APIClient(
-            emu.credential, base_url=proxy.url, max_retry_count=2
-        ) as client:
+        with APIClient(emu.credential, base_url=proxy.url, max_retry_count=2) as client:
             model = upload_model(src, client=client)
     finally:
         proxy.close()

@@ -95,8 +95,11 @@ def run(args: argparse.Namespace) -> int:
             where = f"{args.host}:{args.port}" if exc.filename is None else str(exc.filename)
             raise ConfigurationError(
                 f"the emulator cannot start: {exc.strerror or exc} ({where})"
-                + ("; pick another --port, or 0 for any free one"
-                   if exc.errno == errno.EADDRINUSE else "")
+                + (
+                    "; pick another --port, or 0 for any free one"
+                    if exc.errno == errno.EADDRINUSE
+                    else ""
+                )
             ) from None
         try:
             print(_banner(emulator), flush=True)
