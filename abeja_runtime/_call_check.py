@@ -62,6 +62,8 @@ def merge_into(
                         stage.pop(metric, None)
                     else:
                         stage[metric] = item
+                if not stage:  # every metric removed: no stage, not "validated, nothing"
+                    del stages[key]
             else:
                 stage.update(value)
         elif value is None:

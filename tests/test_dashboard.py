@@ -571,7 +571,7 @@ def test_run_prints_the_job_dashboard_of_its_embedded_emulator(
         ({"epoch": 3, "num_epochs": 3}, "1.0", "epoch 3/3"),
         ({"epoch": 1, "num_epochs": 4, "progress_percentage": 0.5}, "0.5", "50 %"),
         ({"epoch": 1}, "0", "epoch 1"),
-        ({"epoch": 1, "num_epochs": 0}, "0", "epoch 1/0"),
+        ({"epoch": 0, "num_epochs": 0}, "0", "epoch 0/0"),  # no division by zero
     ],
 )
 def test_progress_bar_falls_back_to_epoch_over_num_epochs(

@@ -164,11 +164,6 @@ def test_validation_skipped_on_an_epoch_leaves_no_stale_metrics() -> None:
         )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15: the reporter keeps a stage whose metrics were all removed as {}; "
-    "the fix is in reporter.report's merge (drop a stage left empty), issue 13's file",
-)
 def test_epoch_without_validation_has_no_validation_stage() -> None:
     """Not even an empty one: ``"validation": {}`` reads as "validated, no metrics"."""
     x, y = _data(96)
