@@ -22,6 +22,7 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     from .reporter import StatisticsReporter
     from .statistics import Statistics
+    from .sysmetrics import SystemMetrics
 
 __all__ = ["close", "flush", "get_reporter", "report", "set_reporter"]
 
@@ -86,6 +87,30 @@ def _disabled_reporter(reason: str) -> StatisticsReporter:
     return reporter
 
 
+def _in_job() -> bool:
+    """Whether this process runs as a training job (system metrics are on there)."""
+    from .job import JobContext
+
+    return JobContext.looks_like_job()
+
+
+def _system_metrics(wanted: bool) -> SystemMetrics | bool:
+    """``system_metrics=`` for the default reporter; a malformed interval keeps them on.
+
+    Metrics are extra: a bad ``ABEJA_RUNTIME_SYSTEM_METRICS_INTERVAL`` is one ERROR line
+    naming the variable and the default interval, never a reporter without statistics.
+    """
+    if not wanted:
+        return False
+    from .sysmetrics import DEFAULT_INTERVAL, SystemMetrics
+
+    try:
+        return SystemMetrics()
+    except ConfigurationError as exc:
+        logger.error("%s; system metrics are sampled every %g s", exc, DEFAULT_INTERVAL)
+        return SystemMetrics(interval=DEFAULT_INTERVAL)
+
+
 def _create_default() -> StatisticsReporter:
     """The default reporter; never raises (it is made inside the training loop)."""
     from .reporter import ENV_SYSTEM_METRICS, StatisticsReporter
@@ -97,7 +122,7 @@ def _create_default() -> StatisticsReporter:
     try:
         try:
             return StatisticsReporter(
-                system_metrics=env_flag(ENV_SYSTEM_METRICS, False),
+                system_metrics=_system_metrics(env_flag(ENV_SYSTEM_METRICS, _in_job())),
                 handle_sigterm=env_flag(_process_hooks.ENV_HANDLE_SIGTERM, True),
             )
         except ConfigurationError as exc:

@@ -13,7 +13,8 @@ Each turn picks one document to post, in this order (rule I1 of
    ``min_interval`` unless a flush waits for it.
 
 Delays come from one :class:`~abeja_runtime.retry.RetryPolicy` (the package's only
-backoff); a flush cuts a running backoff short (:meth:`Sender.hurry`). A refusal the
+backoff); a flush cuts a running backoff short (:meth:`Sender.hurry`), never a server's
+``Retry-After``. A refusal the
 statistics rules did not foresee (400/422) never silences the job: one ERROR line with
 the server's reason and the keys added since the last accepted document, which are
 then dropped from the merged document (counted as ``repaired``) so that the next
@@ -134,6 +135,7 @@ class Sender:
         self.acked = 0  # the spool position known to be acknowledged
         self.refused_records: deque[int] = deque(maxlen=1024)  # spool positions refused
         self._hurry = False
+        self._server_asked_wait = False  # the running delay is the server's Retry-After
         self._accepted: set[str] | None = None  # key paths of the last accepted document
         self._strip: list[tuple[set[str], int]] = []  # (paths, spool position) repairs
 
@@ -153,7 +155,8 @@ class Sender:
             try:
                 if self._hurry:
                     self._hurry = False
-                    retry_at = 0.0
+                    if not self._server_asked_wait:  # a Retry-After is the server's to set
+                        retry_at = 0.0
                     attempts = min(attempts, 1)  # back off again from the start
                 acked, record = self._spool_turn()
                 state = self.state
@@ -287,6 +290,8 @@ class Sender:
             if status == 500 and failures + 1 >= _MAX_500_TRIES:
                 delay = None
             if delay is not None:
+                retry_after = getattr(exc, "retry_after", None)
+                self._server_asked_wait = isinstance(retry_after, (int, float))
                 warn_once(
                     self.warned,
                     f"transient {status}",
@@ -316,6 +321,7 @@ class Sender:
                 "training is not affected",
                 exc,
             )
+            self._server_asked_wait = False
             return RETRY.delay_for(min(failures + 1, 64), exc, idempotent=True) or RETRY.backoff(1)
         except Exception as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"

@@ -61,7 +61,8 @@ Environment variables (read when a reporter is created; a malformed value is a
 ``ABEJA_RUNTIME_REPORT_TIMEOUT``
     connect/read timeout of one post, seconds > 0, default 10.
 ``ABEJA_RUNTIME_SYSTEM_METRICS``
-    on/off: add CPU/memory/GPU metrics to the default reporter's documents (off).
+    on/off: add CPU/memory/GPU metrics to the default reporter's documents (on
+    inside a job, off outside one).
 ``ABEJA_RUNTIME_STATISTICS_FILE``
     outside a job, the JSON-lines file (default ``<result dir>/statistics.jsonl``).
 ``ABEJA_RUNTIME_HANDLE_SIGTERM``
@@ -75,6 +76,7 @@ On/off variables take ``1/0/true/false/yes/no/on/off`` in any case
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -165,8 +167,10 @@ class StatisticsReporter(DeliverySide):
             the main thread inside a job (the handler is installed then).
         sigterm_timeout: ``ABEJA_RUNTIME_SIGTERM_TIMEOUT``, default 20 (under the
             platform's 25 s grace period).
-        system_metrics: add CPU/memory/GPU metrics (sampled on the sender thread) under
-            the ``"system"`` key; ``True`` or a ready :class:`SystemMetrics`.
+        system_metrics: add CPU/memory/GPU metrics under the ``"system"`` key (sampled
+            by :class:`SystemMetrics`' own timer thread, never the training thread);
+            ``True`` or a ready :class:`SystemMetrics`. Off by default here; the default
+            reporter turns it on inside a job (``ABEJA_RUNTIME_SYSTEM_METRICS``).
         request_timeout: connect/read timeout of one post to the API
             (``ABEJA_RUNTIME_REPORT_TIMEOUT``, default 10).
         max_pending_epoch_ends: cap of the epoch-end snapshots held in memory (no
@@ -324,6 +328,11 @@ class StatisticsReporter(DeliverySide):
                 self._disable(f"cannot start the sender thread: {exc}")
                 return False
             self._thread = thread
+            if self._sysmetrics is not None:
+                # the first sample is ready by the first post; at interpreter shutdown
+                # (RuntimeError) posts go without
+                with contextlib.suppress(RuntimeError):
+                    self._sysmetrics.start()
             return True
 
     # ------------------------------------------------------------------ reporting

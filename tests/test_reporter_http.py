@@ -162,6 +162,21 @@ def test_429_retry_after_is_honoured(server: StatisticsServer, make_reporter: An
     assert reporter.counters["retried"] == 2
 
 
+def test_a_flush_never_cuts_a_servers_retry_after_short(
+    server: StatisticsServer, make_reporter: Any
+) -> None:
+    server.fail(429, times=1, retry_after=1.0)
+    reporter = make_reporter(min_interval=0)
+    reporter.report(epoch=1, epoch_end=True)
+    deadline = time.monotonic() + 20
+    while not server.refused and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert server.refused
+    assert reporter.flush(20)  # a flush cuts our own backoff short, not the server's wait
+    assert server.times[0] - server.refused[0][0] >= 1.0 * 0.95
+    assert server.documents == [{"epoch": 1}]
+
+
 def test_5xx_is_retried_with_backoff(server: StatisticsServer, make_reporter: Any) -> None:
     server.fail(503, times=2)
     reporter = make_reporter(min_interval=0)

@@ -60,8 +60,10 @@ def server() -> Iterator[StatisticsServer]:
 
 
 def job_env(server: StatisticsServer, **extra: str) -> dict[str, str]:
-    # a long interval: the last snapshot is only delivered by the exit/SIGTERM flush
-    return clean_env(**server.job_env(), ABEJA_RUNTIME_REPORT_INTERVAL="3600", **extra)
+    # a long interval: the last snapshot is only delivered by the exit/SIGTERM flush;
+    # system metrics (on in a job) off unless asked, so documents compare exactly
+    settings = {"ABEJA_RUNTIME_SYSTEM_METRICS": "0", **extra}
+    return clean_env(**server.job_env(), ABEJA_RUNTIME_REPORT_INTERVAL="3600", **settings)
 
 
 FIRST_THEN_FINAL = """
@@ -304,6 +306,48 @@ def test_default_reporter_adds_system_metrics_when_asked(tmp_path: Path) -> None
     document = json.loads(path.read_text().splitlines()[-1])["statistics"]
     assert document["epoch"] == 1
     assert document["system"]["memory_rss_bytes"] > 0
+
+
+@pytest.mark.parametrize(("setting", "on"), [("", True), ("1", True), ("0", False), ("off", False)])
+def test_default_reporter_adds_system_metrics_inside_a_job_unless_turned_off(
+    server: StatisticsServer, setting: str, on: bool
+) -> None:
+    code = """
+        import threading
+        import abeja_runtime
+        abeja_runtime.report(epoch=1)
+        assert abeja_runtime.flush(20)
+        print(sorted(t.name for t in threading.enumerate()))
+    """
+    result = run(code, job_env(server, ABEJA_RUNTIME_SYSTEM_METRICS=setting))
+    assert result.returncode == 0, result.stderr
+    document = server.documents[-1]
+    assert document["epoch"] == 1
+    if on:  # sampled on the library's own timer thread, never the caller's
+        assert document["system"]["memory_rss_bytes"] > 0
+        assert document["system"]["samples"] >= 1
+        assert "abeja-runtime-sysmetrics" in result.stdout
+    else:
+        assert "system" not in document
+        assert "abeja-runtime-sysmetrics" not in result.stdout
+
+
+def test_a_bad_system_metrics_interval_keeps_statistics_and_metrics(
+    server: StatisticsServer,
+) -> None:
+    code = """
+        import abeja_runtime
+        abeja_runtime.report(epoch=1)
+        assert abeja_runtime.flush(20)
+    """
+    env = job_env(
+        server, ABEJA_RUNTIME_SYSTEM_METRICS="1", ABEJA_RUNTIME_SYSTEM_METRICS_INTERVAL="soon"
+    )
+    result = run(code, env)
+    assert result.returncode == 0, result.stderr
+    assert "ABEJA_RUNTIME_SYSTEM_METRICS_INTERVAL" in result.stderr
+    assert "every 10 s" in result.stderr
+    assert server.documents[-1]["system"]["interval_s"] == 10.0
 
 
 @pytest.mark.parametrize(("setting", "installed"), [("", True), ("0", False), ("false", False)])
