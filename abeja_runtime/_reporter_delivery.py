@@ -126,7 +126,7 @@ class DeliverySide:
         sender = self._sender
         if sender.flush_target < target:
             sender.flush_target = target
-        sender.hurry()
+        sender.hurry(deadline)
         pause = 0.0005
         while state.settled_seq < target or (spool_target and self._acked() < spool_target):
             remaining = deadline - time.monotonic()

@@ -13,8 +13,8 @@ Each turn picks one document to post, in this order (rule I1 of
    ``min_interval`` unless a flush waits for it.
 
 Delays come from one :class:`~abeja_runtime.retry.RetryPolicy` (the package's only
-backoff); a flush cuts a running backoff short (:meth:`Sender.hurry`), never a server's
-``Retry-After``. A refusal the
+backoff); a flush cuts a running backoff short (:meth:`Sender.hurry`), and a server's
+``Retry-After`` only when it would outlast the flush. A refusal the
 statistics rules did not foresee (400/422) never silences the job: one ERROR line with
 the server's reason and the keys added since the last accepted document, which are
 then dropped from the merged document (counted as ``repaired``) so that the next
@@ -136,11 +136,19 @@ class Sender:
         self.refused_records: deque[int] = deque(maxlen=1024)  # spool positions refused
         self._hurry = False
         self._server_asked_wait = False  # the running delay is the server's Retry-After
+        self._hurry_deadline = math.inf  # the deadline of the latest flush
         self._accepted: set[str] | None = None  # key paths of the last accepted document
         self._strip: list[tuple[set[str], int]] = []  # (paths, spool position) repairs
 
-    def hurry(self) -> None:
-        """Try at once: cut a running backoff short (a flush calls it; never blocks)."""
+    def hurry(self, deadline: float = math.inf) -> None:
+        """Try at once: cut a running backoff short (a flush calls it; never blocks).
+
+        A server's ``Retry-After`` that ends before ``deadline`` (the flush's, monotonic)
+        is waited for: the server asked, and the flush has the time. One that would
+        outlast the flush is cut too: better one early try than a flush that gives up
+        without trying (after an outage the server is often back long before its wait).
+        """
+        self._hurry_deadline = deadline
         self._hurry = True
         self.wakeup.set()
 
@@ -155,7 +163,7 @@ class Sender:
             try:
                 if self._hurry:
                     self._hurry = False
-                    if not self._server_asked_wait:  # a Retry-After is the server's to set
+                    if not (self._server_asked_wait and retry_at <= self._hurry_deadline):
                         retry_at = 0.0
                     attempts = min(attempts, 1)  # back off again from the start
                 acked, record = self._spool_turn()

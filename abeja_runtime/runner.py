@@ -375,18 +375,20 @@ def upload_result_dir_as_model(
 
     Through :func:`abeja_runtime.models.upload_model` (a stored zip produced while it is sent,
     SHA-256 checked, no duplicate after a dropped connection): operation 24 with
-    ``training_job_id``, ``description`` and the final statistics as ``metrics``.
+    ``training_job_id``, ``description`` and the final statistics as ``metrics``, less
+    the ``"system"`` metrics (the machine's load says nothing of the model).
     Kept in one function so that a run creates models in one place only.
 
     Returns:
         the model dict from the API.
     """
     from .models import upload_model  # streamed, checksum-verified, duplicate-safe
+    from .sysmetrics import SYSTEM_METRICS_KEY
 
     return upload_model(
         result_dir,
         description=description or None,
-        metrics=dict(metrics) if metrics else {},
+        metrics={k: v for k, v in (metrics or {}).items() if k != SYSTEM_METRICS_KEY},
         training_job_id=training_job_id,
         job_definition_name=job_definition_name,
         organization_id=api.organization_id,

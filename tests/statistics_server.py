@@ -173,6 +173,9 @@ class StatisticsServer:
             "PLATFORM_AUTH_TOKEN": TOKEN,
             "ABEJA_API_URL": self.url,
             "ABEJA_RUNTIME_SPOOL_DIR": self._spool_root.name,
+            # on by default in a job; off here so that documents compare exactly
+            # (tests/test_reporter_process.py turns them on to test them)
+            "ABEJA_RUNTIME_SYSTEM_METRICS": "0",
         }
 
     def wait_for(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:

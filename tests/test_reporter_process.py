@@ -61,9 +61,8 @@ def server() -> Iterator[StatisticsServer]:
 
 def job_env(server: StatisticsServer, **extra: str) -> dict[str, str]:
     # a long interval: the last snapshot is only delivered by the exit/SIGTERM flush;
-    # system metrics (on in a job) off unless asked, so documents compare exactly
-    settings = {"ABEJA_RUNTIME_SYSTEM_METRICS": "0", **extra}
-    return clean_env(**server.job_env(), ABEJA_RUNTIME_REPORT_INTERVAL="3600", **settings)
+    # system metrics (on in a job) are off in server.job_env() unless asked
+    return clean_env(**{**server.job_env(), "ABEJA_RUNTIME_REPORT_INTERVAL": "3600", **extra})
 
 
 FIRST_THEN_FINAL = """
