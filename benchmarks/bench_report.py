@@ -9,7 +9,13 @@ What is measured, in one run on one machine:
    ``abeja_runtime.report(...)``.
 2. ``wandb.log(...)`` in offline mode (``WANDB_MODE=offline``, a temporary dir), the
    same values, same harness: the baseline the targets are stated against.
-3. Memory: ``--memory-reports`` reports (1,000,000 by default) with the server down
+3. System metrics on vs off (issue 17): the same ``report()`` loop through two
+   reporters, one whose :class:`~abeja_runtime.sysmetrics.SystemMetrics` timer samples
+   every 0.1 s (100 times the default rate) and one without, alternating rounds; the
+   ratio of their p50 and of the loop's time must stay ~1.0 (the timer thread does
+   the sampling, never the training thread). ``bench_sysmetrics.py`` measures it on a
+   loop with real work per step.
+4. Memory: ``--memory-reports`` reports (1,000,000 by default) with the server down
    (connection refused, the sender retrying), resident memory printed before and
    after; it must stay flat because step-level snapshots replace each other.
 
@@ -162,6 +168,59 @@ def bench_reporter(calls: int, interval: float) -> tuple[dict[str, float], dict[
     return method, module, posts
 
 
+def bench_system_metrics(
+    calls: int, interval: float, rounds: int = 4
+) -> tuple[dict[str, float], dict[str, float], float, float]:
+    """report() with a live 0.1 s system-metrics timer vs without, alternating rounds.
+
+    Returns (on, off) percentiles over all rounds and the loop time per call, on and off.
+    """
+    from abeja_runtime.sysmetrics import SystemMetrics
+
+    server = start_server()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    reporters = {
+        name: StatisticsReporter(
+            context=context_for(url),
+            min_interval=interval,
+            handle_sigterm=False,
+            flush_at_exit=False,
+            rank=0,
+            system_metrics=SystemMetrics(interval=0.1) if name == "on" else False,
+        )
+        for name in ("on", "off")
+    }
+    samples: dict[str, list[int]] = {"on": [], "off": []}
+    loop_ns = {"on": 0, "off": 0}
+    per_round = max(1, calls // rounds)
+    clock = time.perf_counter_ns
+    for index in range(rounds):
+        order = ("on", "off") if index % 2 == 0 else ("off", "on")
+        for name in order:
+            report = reporters[name].report
+            report(epoch=0, train={"loss": 1.0})  # starts the sender (and the timer)
+            out = samples[name]
+            began = clock()
+            for i in range(per_round):
+                t0 = clock()
+                report(epoch=i // 1000, progress=0.5, train={"loss": 1.0 / (i + 1)})
+                out.append(clock() - t0)
+                if i % PAUSE_EVERY == 0:
+                    time.sleep(PAUSE)
+            loop_ns[name] += clock() - began
+    for reporter in reporters.values():
+        reporter.close(5)
+    server.shutdown()
+    server.server_close()
+    per_call = {name: loop_ns[name] / (per_round * rounds) / 1000 for name in loop_ns}
+    return (
+        percentiles(samples["on"]),
+        percentiles(samples["off"]),
+        per_call["on"],
+        per_call["off"],
+    )
+
+
 def bench_wandb(calls: int) -> dict[str, float] | None:
     try:
         import wandb
@@ -265,6 +324,15 @@ def main(argv: list[str] | None = None) -> int:
         ratio99 = wandb_stats["p99"] / method["p99"]
         print(f"  ratio wandb/report: p50 {ratio:.0f}x, p99 {ratio99:.0f}x")
         ok = ok and ratio >= 50
+
+    print("system metrics on (timer every 0.1 s) vs off, same loop, alternating rounds:")
+    on, off, loop_on, loop_off = bench_system_metrics(args.calls, args.interval)
+    show("report(), metrics on", on)
+    show("report(), metrics off", off)
+    print(
+        f"  ratio on/off: p50 {on['p50'] / off['p50']:.2f}x, p99 {on['p99'] / off['p99']:.2f}x, "
+        f"loop time per call (incl. pauses) {loop_on / loop_off:.2f}x"
+    )
 
     print(f"memory, {args.memory_reports:,} reports with the server down (connection refused):")
     start_rss, end_rss, elapsed, counters = bench_memory(args.memory_reports)
