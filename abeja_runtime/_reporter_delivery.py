@@ -29,6 +29,11 @@ __all__ = ["DeliverySide"]
 
 logger = logging.getLogger("abeja_runtime.reporter")
 
+#: how long a flush waits for a post of the latest document already on the wire before
+#: it spools that document anyway (a local post takes milliseconds; one slower than
+#: this has an unknown outcome, and the document must be on disk)
+INFLIGHT_WAIT = 1.0
+
 
 class DeliverySide:
     """Flush, close and the durable store of a reporter (a base class, see the module docs)."""
@@ -113,6 +118,7 @@ class DeliverySide:
         spool_target = 0
         spool_start = self._acked()
         if spool is not None:
+            self._await_inflight_step(min(deadline, started + INFLIGHT_WAIT))
             self._spool_current(wait)
             try:
                 spool_target = spool.last_seq()
@@ -151,6 +157,22 @@ class DeliverySide:
         if spool is not None and not spool.is_sender:
             acked = max(acked, spool.peek_acknowledged())
         return acked
+
+    def _await_inflight_step(self, until: float) -> None:
+        """Let a post of the latest document already on the wire end first (until ``until``).
+
+        Otherwise the flush would spool the very document that post carries and the
+        server would get it twice. A post still unanswered by ``until`` has an unknown
+        outcome: the flush spools the document then, and a repeat is allowed (I2).
+        """
+        state = self._state
+        inflight = state.inflight
+        if inflight is None or inflight.seq != state.seq:
+            return
+        pause = 0.0005
+        while state.inflight is inflight and time.monotonic() < until:
+            time.sleep(pause)  # polling: this may run inside a SIGTERM handler
+            pause = min(pause * 2, 0.01)
 
     def _spool_current(self, wait: float) -> None:
         """Make the latest step document must-deliver: on disk before a flush waits."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,6 +148,24 @@ def test_flush_cuts_a_long_backoff_short_once_the_api_is_back(
     assert reporter.flush(10)
     assert time.monotonic() - started < 2.0
     assert server.documents == [{"epoch": 0}]
+
+
+def test_a_flush_during_the_post_of_the_latest_step_posts_it_once(
+    server: StatisticsServer, make_reporter: Any, tmp_path: Path
+) -> None:
+    # The step is on the wire when the flush comes: the flush waits for that post
+    # rather than spool (and post again) the very document it carries. A repeat is
+    # allowed only after a post whose outcome was unknown (invariant of issue 13).
+    server.delay = 0.3
+    reporter = make_reporter(spool_dir=tmp_path / "spool")
+    reporter.report(epoch=0, num_epochs=2, train={"loss": 1.0})
+    deadline = time.monotonic() + 10
+    while not server.attempts and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert server.attempts == 1  # in the server's hands, not answered yet
+    assert reporter.flush(20)
+    assert server.documents == [{"epoch": 0, "num_epochs": 2, "stages": {"train": {"loss": 1.0}}}]
+    assert server.attempts == 1
 
 
 # ---------------------------------------------------------------------------- flags
