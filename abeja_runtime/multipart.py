@@ -295,14 +295,13 @@ def _hashed(chunks: Iterable[bytes], done: Callable[[str], None]) -> Iterator[by
     emulator) gains nothing from the thread and its server loses that CPU.
     Why not always inline: SHA-256 takes about 0.55 s/GiB of one core, so
     read + CRC + hash + send on one core top out near 1 GB/s, under a 10 GbE
-    link or loopback. So the first chunks are hashed inline and timed
-    (:func:`_thread_pays`); once two windows in a row show the sender is the bottleneck,
-    the rest of the pass is hashed on a helper thread, which ``hashlib``
-    lets run beside the sends (it releases the GIL on large updates); the
-    test is repeated every few MiB until then. It is
-    one digest fed in order either way, so the result is the same. The
-    thread's queue is bounded (a few chunks): memory stays flat.
-    ``done(hexdigest)`` is called only after a complete pass.
+    link or loopback. So the chunks are hashed inline and timed, a window
+    of 16 at a time (:func:`_thread_pays`); once two windows in a row show
+    the sender is the bottleneck, the rest of the pass is hashed on a helper
+    thread, which ``hashlib`` lets run beside the sends (it releases the GIL
+    on large updates). It is one digest fed in order either way, so the
+    result is the same. The thread's queue is bounded (a few chunks): memory
+    stays flat. ``done(hexdigest)`` is called only after a complete pass.
     """
     digest = hashlib.sha256()
     pending: queue.Queue[bytes | None] | None = None
