@@ -600,3 +600,17 @@ def test_a_file_that_grows_while_it_is_sent_fails_the_upload_cleanly(tmp_path: P
         server.server_close()
     [(announced, received)] = seen
     assert received < announced  # the body was cut short: no server can take it as a model
+
+
+def test_streamed_zip_sends_file_data_in_whole_pieces(tmp_path: Path) -> None:
+    """1 MiB reads go out as they are read: no 64 KiB reads, no join per MiB."""
+    data = os.urandom(5 * 1024 * 1024 + 17)
+    (tmp_path / "a.bin").write_bytes(data)
+    (tmp_path / "b.json").write_text("{}")
+    archive = StreamedZip([(tmp_path / "a.bin", "a.bin"), (tmp_path / "b.json", "b.json")])
+    chunks = list(archive)
+    assert sum(map(len, chunks)) == len(archive)
+    # header, 5 x 1 MiB of data, then the rest (tail, descriptor, b.json, directory)
+    assert [len(c) for c in chunks[1:6]] == [1024 * 1024] * 5
+    assert len(chunks) == 7
+    assert b"".join(chunks[1:6]) == data[: 5 * 1024 * 1024]
