@@ -74,6 +74,7 @@ def _round_trip(src: Path, client: Any, out: Path) -> dict[str, bytes]:
 # ------------------------------------------------------- files that are zips inside
 
 
+@pytest.mark.framework
 def test_torch_file_comes_back_by_name(
     job_env: dict[str, str], client: Any, tmp_path: Path, scratch: Path
 ) -> None:
@@ -93,6 +94,7 @@ def test_npz_file_comes_back_by_name(job_env: dict[str, str], client: Any, tmp_p
     assert _round_trip(src, client, tmp_path / "out") == {"weights.npz": src.read_bytes()}
 
 
+@pytest.mark.framework
 def test_keras_file_comes_back_by_name(
     job_env: dict[str, str], client: Any, tmp_path: Path
 ) -> None:
@@ -192,6 +194,7 @@ class _CountingSink(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.slow
 def test_sparse_file_over_4_gib_is_sent_with_its_announced_length(
     tmp_path: Path, scratch: Path
 ) -> None:
@@ -247,6 +250,7 @@ def test_streamed_zip_is_exact_and_the_same_on_every_pass(tmp_path: Path) -> Non
 # ------------------------------------------------------------- metrics, parameters
 
 
+@pytest.mark.framework
 def test_numpy_and_torch_metrics_and_nan_are_converted(
     job_env: dict[str, str], client: Any, tmp_path: Path
 ) -> None:

@@ -168,6 +168,7 @@ def _train(reporter: StatisticsReporter, epochs: int, steps: int, pause: float) 
         reporter.report(validation={"loss": None, "accuracy": None})
 
 
+@pytest.mark.slow
 def test_job_page_chart_gains_points_while_a_training_reports(
     browser: Any, fresh_emu: Emulator, tmp_path: Path
 ) -> None:

@@ -7,6 +7,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import pytest
+
 from abeja_runtime.emulator import Emulator
 
 from tests.support import REPO
@@ -15,6 +17,7 @@ from tests.support.emulator_support import Api
 ROOT = REPO
 
 
+@pytest.mark.slow
 def test_scaled_down_statistics_load_loses_nothing(tmp_path: Path) -> None:
     """The benchmark at 8 jobs x 10 posts/s x 2 s: no failure, full history, in order."""
     result = subprocess.run(

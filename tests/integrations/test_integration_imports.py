@@ -51,6 +51,7 @@ def test_import_pulls_in_no_framework(statement: str) -> None:
     assert _loaded_after(statement) == []
 
 
+@pytest.mark.framework
 def test_the_check_itself_sees_a_framework() -> None:
     pytest.importorskip("torch")
     assert "torch" in _loaded_after("import abeja_runtime.integrations.lightning")

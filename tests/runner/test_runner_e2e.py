@@ -313,6 +313,7 @@ def test_success_complete_with_statistics_and_model(
     assert version["handler"] == "train:handler"
 
 
+@pytest.mark.slow
 def test_progress_lines_are_plain_when_not_a_terminal(
     source: Path, base_env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -545,6 +546,7 @@ def test_sigint_is_forwarded_as_ctrl_c(
     assert job["status"] == "Stopped"
 
 
+@pytest.mark.slow
 def test_a_handler_ignoring_sigterm_is_killed_after_the_grace_period(
     source: Path, base_env: dict[str, str], tmp_path: Path, reopen: Callable[[], Emulator]
 ) -> None:

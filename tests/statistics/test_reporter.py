@@ -448,6 +448,7 @@ def test_an_unreadable_value_is_left_out_not_fatal(
     assert any("stages.train.loss" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.framework
 def test_torch_tensors(make_reporter: Any) -> None:
     torch = pytest.importorskip("torch")
     sink = TimedSink()

@@ -126,6 +126,7 @@ def test_a_refusal_the_rules_did_not_foresee_lets_the_next_epoch_end_through(
     assert "Keys added since the last accepted document: stages.train.f1" in message
 
 
+@pytest.mark.slow
 def test_flush_cuts_a_long_backoff_short_once_the_api_is_back(
     server: StatisticsServer, make_reporter: Any
 ) -> None:

@@ -95,6 +95,7 @@ def test_throttling_over_http(server: StatisticsServer, make_reporter: Any) -> N
     assert server.documents[-1]["step"] == step
 
 
+@pytest.mark.slow
 def test_loop_not_blocked_while_server_is_slow(
     server: StatisticsServer, make_reporter: Any
 ) -> None:

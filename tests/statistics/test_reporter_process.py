@@ -197,6 +197,7 @@ def test_broken_job_environment_is_explained_and_does_not_fail(tmp_path: Path) -
     assert (tmp_path / "statistics.jsonl").exists()
 
 
+@pytest.mark.framework
 def test_dataloader_workers_post_nothing(server: StatisticsServer, tmp_path: Path) -> None:
     pytest.importorskip("torch")
     (tmp_path / "reporting_data.py").write_text(

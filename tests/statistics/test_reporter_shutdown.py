@@ -117,6 +117,7 @@ def timed_run(code: str, env: dict[str, str], sigterm: bool = False) -> tuple[fl
     return time.monotonic() - began, err
 
 
+@pytest.mark.slow
 def test_flush_then_exit_stays_within_one_budget_when_the_api_is_down(
     server: StatisticsServer,
 ) -> None:
@@ -135,6 +136,7 @@ def test_flush_then_exit_stays_within_one_budget_when_the_api_is_down(
     assert "abeja-runtime sync" in err
 
 
+@pytest.mark.slow
 def test_own_sigterm_handler_calling_sys_exit_stays_within_one_budget(
     server: StatisticsServer,
 ) -> None:

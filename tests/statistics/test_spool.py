@@ -125,6 +125,7 @@ def test_one_sender_at_a_time(tmp_path: Path) -> None:
     second.close()
 
 
+@pytest.mark.slow
 def test_token_never_written(fresh_emu: Emulator, tmp_path: Path) -> None:
     env = fresh_emu.create_job("spool-token")
     proxy = FaultProxy(fresh_emu.port)
@@ -277,6 +278,7 @@ def test_sigkill_then_restart_delivers_every_reported_epoch_end(
     proxy.close()
 
 
+@pytest.mark.slow
 def test_429_storm_retry_after_honoured(fresh_emu: Emulator, tmp_path: Path) -> None:
     env = fresh_emu.create_job("spool-429")
     proxy = FaultProxy(fresh_emu.port)

@@ -72,6 +72,7 @@ def test_numpy_scalars_become_numbers() -> None:
     json.dumps(doc, allow_nan=False)
 
 
+@pytest.mark.framework
 def test_torch_scalars_and_tensors() -> None:
     torch = pytest.importorskip("torch")
     weight = torch.tensor(2.0, requires_grad=True)

@@ -189,6 +189,7 @@ def test_a_good_document_passes_both(emu: Emulator) -> None:
     assert entry["statistics"]["stages"]["train"] == {"loss": "Infinity", "accuracy": 0.25}
 
 
+@pytest.mark.framework
 def test_torch_bool_and_complex_tensors_are_refused_without_reading_them() -> None:
     torch = pytest.importorskip("torch")
     with pytest.raises(StatisticsError, match="boolean"):
