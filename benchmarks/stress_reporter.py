@@ -5,9 +5,9 @@ they are wrong: a test that passes alone may fail one run in ten when the cores 
 busy. This script keeps every core busy with ``--busy`` processes running
 ``while 1: pass`` and runs, ``--runs`` times in a row, the two tests that show it:
 
-* ``tests/test_spool.py::test_two_processes_report_into_one_job`` (two processes of
+* ``tests/statistics/test_spool.py::test_two_processes_report_into_one_job`` (two processes of
   one job: each one's epoch ends arrive, in that process's order);
-* ``tests/test_spool.py::test_sigkill_then_restart_delivers_every_reported_epoch_end``
+* ``tests/statistics/test_spool.py::test_sigkill_then_restart_delivers_every_reported_epoch_end``
   (a process SIGKILLed during an outage; the restart sends its leftovers first).
 
 It stops at the first failure (its output is printed) and exits 1; otherwise it
@@ -30,8 +30,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = [
-    "tests/test_spool.py::test_two_processes_report_into_one_job",
-    "tests/test_spool.py::test_sigkill_then_restart_delivers_every_reported_epoch_end",
+    "tests/statistics/test_spool.py::test_two_processes_report_into_one_job",
+    "tests/statistics/test_spool.py::test_sigkill_then_restart_delivers_every_reported_epoch_end",
 ]
 
 

@@ -7,7 +7,7 @@ epoch and stage by stage, with the history the framework itself kept (written to
 result dir by the example: Keras ``History``, the loop's own list, Lightning's
 CSVLogger, the HF Trainer's ``log_history``, every DDP rank's metrics).
 
-``tests/test_runner_examples.py`` runs the same examples through ``abeja-runtime run``.
+``tests/runner/test_runner_examples.py`` runs the same examples through ``abeja-runtime run``.
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ import pytest
 
 pytest.importorskip("werkzeug")
 
-from examples_support import EXAMPLES, ExampleRun, check_torchrun, run_example
-from integration_support import (
+from abeja_runtime.emulator import Emulator
+
+from tests.support.examples_support import EXAMPLES, ExampleRun, check_torchrun, run_example
+from tests.support.integration_support import (
     assert_stage_matches,
     epoch_end_docs,
     lightning_csv_history,
 )
-
-from abeja_runtime.emulator import Emulator
 
 pytestmark = pytest.mark.framework
 

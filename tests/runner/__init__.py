@@ -1,0 +1,1 @@
+"""Tests of abeja_runtime.runner."""
