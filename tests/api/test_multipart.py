@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
