@@ -42,7 +42,7 @@ __all__ = [
     "warn_skipped",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("abeja_runtime.archive")
 
 _COPY_CHUNK = 1024 * 1024
 

@@ -50,6 +50,7 @@ __all__ = [
     "ENV_TRAINING_JOB_ID",
     "ENV_USER_ID",
     "ENV_USER_TOKEN",
+    "RUNTIME_DIR_NAME",
     "Credential",
     "check_api_url",
     "check_duration",
@@ -91,6 +92,10 @@ ENV_STOP_GRACE = "ABEJA_RUNTIME_STOP_GRACE"
 ENV_POLL_INTERVAL = "ABEJA_RUNTIME_POLL_INTERVAL"
 ENV_CHECK_TIMEOUT = "ABEJA_RUNTIME_CHECK_TIMEOUT"
 ENV_OUTCOME_FILE = "ABEJA_RUNTIME_OUTCOME_FILE"
+
+#: the directory the runtime keeps its own files in, under a job's storage or result dir
+#: (the statistics spool); never part of an uploaded model
+RUNTIME_DIR_NAME = ".abeja-runtime"
 
 #: every variable that can carry a platform credential
 CREDENTIAL_ENV = (

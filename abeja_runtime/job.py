@@ -66,7 +66,7 @@ from .errors import ConfigurationError, JobContextError
 from .validators import check_id, check_name, check_version
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import APIClient
+    from .api.client import APIClient
 
 __all__ = [
     "ENV_CONTEXT",
@@ -450,8 +450,8 @@ class JobContext:
     def create_client(
         self, *, timeout: float | None = None, max_retry_count: int | None = None
     ) -> APIClient:
-        """An :class:`~abeja_runtime.client.APIClient` for this job's API and credential."""
-        from .client import APIClient
+        """An :class:`~abeja_runtime.api.client.APIClient` for this job's API and credential."""
+        from .api.client import APIClient
 
         return APIClient(self.credential, timeout, max_retry_count, base_url=self.api_url)
 

@@ -2,7 +2,7 @@
 
 Every place that builds or receives a statistics document checks it here and nowhere
 else: :class:`~abeja_runtime.statistics.Statistics`, ``report()`` (the reporter),
-:meth:`APIClient.update_statistics <abeja_runtime.client.APIClient.update_statistics>`
+:meth:`APIClient.update_statistics <abeja_runtime.api.client.APIClient.update_statistics>`
 and the emulator's ``update_statistics`` endpoint. Why one module: when the client
 accepts a value that the server refuses, the refusal comes back on a background thread
 long after the line that made it, and (because reports merge into one document) every

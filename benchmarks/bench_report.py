@@ -41,9 +41,9 @@ from typing import Any
 
 import psutil
 
-from abeja_runtime import reporter as reporter_module
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
+from abeja_runtime.statistics import reporter as reporter_module
+from abeja_runtime.statistics.reporter import StatisticsReporter
 
 ORG = "1234567890123"
 JOB = "2345678901234"

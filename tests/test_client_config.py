@@ -25,7 +25,8 @@ from client_support import (
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from abeja_runtime.client import APIClient
+from abeja_runtime.api.client import APIClient
+from abeja_runtime.api.retry import RetryPolicy
 from abeja_runtime.config import Credential
 from abeja_runtime.errors import (
     AbejaRuntimeError,
@@ -34,7 +35,6 @@ from abeja_runtime.errors import (
     HttpError,
     Unauthorized,
 )
-from abeja_runtime.retry import RetryPolicy
 
 ENV_NAMES = [
     "ABEJA_API_URL",

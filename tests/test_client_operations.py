@@ -10,7 +10,7 @@ import pytest
 from client_support import ANY, JOB, MODEL, ORG, make_client, raw_path, serving
 from pytest_httpserver import HTTPServer
 
-from abeja_runtime.client import APIClient
+from abeja_runtime.api.client import APIClient
 from abeja_runtime.errors import JobContextError, StatisticsError
 
 

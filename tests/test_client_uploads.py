@@ -25,7 +25,7 @@ from client_support import (
 )
 from pytest_httpserver import HTTPServer
 
-from abeja_runtime.client import APIClient
+from abeja_runtime.api.client import APIClient
 from abeja_runtime.errors import BadRequest, HttpError, InvalidDataFormat
 
 

@@ -27,6 +27,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from abeja_runtime import __version__
+from abeja_runtime.api.retry import RetryPolicy
+from abeja_runtime.api.transport import USER_AGENT, HttpTransport, normalize_timeout
 from abeja_runtime.config import Credential
 from abeja_runtime.errors import (
     AbejaRuntimeError,
@@ -42,8 +44,6 @@ from abeja_runtime.errors import (
     NotFound,
     Unauthorized,
 )
-from abeja_runtime.http import USER_AGENT, HttpTransport, normalize_timeout
-from abeja_runtime.retry import RetryPolicy
 
 
 @pytest.fixture(scope="module")
@@ -447,7 +447,7 @@ def test_retry_after_is_on_the_error(server: HTTPServer) -> None:
 
 
 def test_multipart_body_is_sent_again_on_retry(server: HTTPServer, tmp_path: Any) -> None:
-    from abeja_runtime.multipart import MultipartBody
+    from abeja_runtime.api.multipart import MultipartBody
 
     (tmp_path / "f.bin").write_bytes(b"abc" * 1000)
     seen = sequence(server, status(502), ok())

@@ -15,8 +15,8 @@ from integration_support import assert_stage_matches, emulator_job  # noqa: E402
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from abeja_runtime.integrations.torch import StepTracker, epoch_end, track  # noqa: E402
-from abeja_runtime.reporter import StatisticsReporter  # noqa: E402
-from abeja_runtime.sinks import MemorySink  # noqa: E402
+from abeja_runtime.statistics.reporter import StatisticsReporter  # noqa: E402
+from abeja_runtime.statistics.sinks import MemorySink  # noqa: E402
 
 pytestmark = pytest.mark.framework
 

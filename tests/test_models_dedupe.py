@@ -22,8 +22,8 @@ from fault_proxy import FaultProxy
 from pytest_httpserver import HTTPServer
 
 from abeja_runtime import APIClient
+from abeja_runtime.artifacts.models import ModelChecksumError, upload_model
 from abeja_runtime.emulator import Emulator
-from abeja_runtime.models import ModelChecksumError, upload_model
 
 DEF = "dedupe-def"
 

@@ -16,8 +16,8 @@ from pytest_httpserver import HTTPServer
 from urllib3.fields import RequestField
 from urllib3.filepost import encode_multipart_formdata
 
+from abeja_runtime.api.multipart import MultipartBody, ensure_binary_readable
 from abeja_runtime.errors import InvalidDataFormat
-from abeja_runtime.multipart import MultipartBody, ensure_binary_readable
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ import pytest
 from statistics_server import TOKEN, StatisticsServer
 
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
 from abeja_runtime.statistics import Statistics
+from abeja_runtime.statistics.reporter import StatisticsReporter
 
 
 @pytest.fixture

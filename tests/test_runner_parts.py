@@ -15,14 +15,14 @@ from pathlib import Path
 import psutil
 import pytest
 
-from abeja_runtime.runner import (
+from abeja_runtime.runner import run_handler
+from abeja_runtime.runner.run import (
     SOURCE_EXCLUDED_DIRS,
     SOURCE_EXCLUDED_SUFFIXES,
     _Console,
     format_progress,
     kill_process_tree,
     progress_fraction,
-    run_handler,
     zip_directory,
 )
 

@@ -21,7 +21,7 @@ from fault_proxy import FaultProxy
 
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
+from abeja_runtime.statistics.reporter import StatisticsReporter
 
 OUTAGE = 30.0
 

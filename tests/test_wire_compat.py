@@ -23,7 +23,7 @@ from client_support import ANY, JOB, MODEL, ORG, TOKEN, base_url, parse_multipar
 from pytest_httpserver import HTTPServer
 from werkzeug import Request
 
-from abeja_runtime.client import APIClient
+from abeja_runtime.api.client import APIClient
 
 sdk_training = pytest.importorskip("abeja.training", reason="abeja-sdk is not installed")
 sdk_connection = pytest.importorskip("abeja.common.connection")

@@ -31,7 +31,7 @@ from .signing import DEFAULT_TTL_SECONDS, UrlSigner
 from .store import Store
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import APIClient
+    from ..api.client import APIClient
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Emulator"]
 
@@ -311,7 +311,7 @@ class Emulator:
 
     @property
     def credential(self) -> Credential:
-        """The bearer credential for :class:`~abeja_runtime.client.APIClient`."""
+        """The bearer credential for :class:`~abeja_runtime.api.client.APIClient`."""
         return Credential.bearer(self.token)
 
     @property
@@ -320,12 +320,12 @@ class Emulator:
         return Credential.user(self.user_id, self.personal_access_token)
 
     def client(self, **kwargs: Any) -> APIClient:
-        """An :class:`~abeja_runtime.client.APIClient` bound to this emulator.
+        """An :class:`~abeja_runtime.api.client.APIClient` bound to this emulator.
 
         Keyword arguments go to ``APIClient`` (``credential`` defaults to the
         bearer token, ``base_url`` to :attr:`url`).
         """
-        from ..client import APIClient
+        from ..api.client import APIClient
 
         kwargs.setdefault("credential", self.credential)
         kwargs.setdefault("base_url", self.url)

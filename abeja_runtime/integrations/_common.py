@@ -20,8 +20,8 @@ from typing import Any
 from ..errors import StatisticsError
 from ..job import rank_info
 from ..jsonsafe import is_tensor_like
-from ..reporter import StatisticsReporter, get_reporter
 from ..statistics import check_value
+from ..statistics.reporter import StatisticsReporter, get_reporter
 
 __all__ = [
     "DEFAULT_PROGRESS_INTERVAL",

@@ -36,7 +36,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
         "such as torch with KERAS_BACKEND=torch)"
     ) from exc
 
-from ..reporter import StatisticsReporter
+from ..statistics.reporter import StatisticsReporter
 from ._common import TRAIN, VALIDATION, SafeReporter, progress_fraction, split_metrics
 
 __all__ = ["StatisticsCallback"]

@@ -51,7 +51,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
         ) from exc
 
 from ..jsonsafe import is_tensor_like
-from ..reporter import StatisticsReporter
+from ..statistics.reporter import StatisticsReporter
 from ._common import TRAIN, VALIDATION, SafeReporter, progress_fraction, split_metrics
 
 # PytorchLightningStatisticsCallback is made on first access (module __getattr__), so that

@@ -2,7 +2,7 @@
 
 Example::
 
-    from abeja_runtime.integrations.torch import epoch_end, track
+    from .torch import epoch_end, track
 
     for epoch in range(num_epochs):
         steps = track(train_loader, epoch=epoch, num_epochs=num_epochs)
@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from ..reporter import StatisticsReporter
+from ..statistics.reporter import StatisticsReporter
 from ._common import TRAIN, VALIDATION, SafeReporter, progress_fraction
 
 __all__ = ["StepTracker", "epoch_end", "track"]

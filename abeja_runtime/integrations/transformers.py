@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
         "(pip install transformers accelerate)"
     ) from exc
 
-from ..reporter import StatisticsReporter
+from ..statistics.reporter import StatisticsReporter
 from ._common import VALIDATION, SafeReporter, progress_fraction, split_metrics
 
 __all__ = ["StatisticsCallback", "split_log"]
