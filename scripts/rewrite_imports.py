@@ -75,6 +75,12 @@ FACES: dict[str, tuple[str, frozenset[str]]] = {
                 "check_epoch",
                 "check_progress",
                 "check_value",
+                # added by the face: the reporter's names
+                "StatisticsReporter",
+                "default_last_document",
+                "flush",
+                "get_reporter",
+                "report",
             }
         ),
     ),
@@ -86,6 +92,60 @@ FACES: dict[str, tuple[str, frozenset[str]]] = {
 NAMES: dict[tuple[str, str], str] = {
     (f"{P}.sync_command", "deliver_spool"): f"{P}.statistics.delivery",
 }
+
+#: a module split in parts: (its old paths) -> {part: the names that went there}
+SPLITS: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {
+    (f"{P}.runner", f"{P}.runner.run"): {
+        f"{P}.runner.inputs": (
+            "DEFAULT_CHECK_TIMEOUT",
+            "DEFAULT_GRACE_PERIOD",
+            "DEFAULT_POLL_INTERVAL",
+            "JOB_ENV_NAMES",
+            "RESERVED_ENV_NAMES",
+            "_DEFINITION_NAME_BAD",
+            "_ENV_NAME",
+            "_default_storage_dir",
+            "_prepare_result_dir",
+            "_validate_datasets",
+            "_validate_env",
+            "check_handler",
+            "default_definition_name",
+            "parse_assignments",
+        ),
+        f"{P}.runner.source": (
+            "SOURCE_EXCLUDED_DIRS",
+            "SOURCE_EXCLUDED_SUFFIXES",
+            "_directory_is_empty",
+            "source_archive",
+            "upload_result_dir_as_model",
+            "zip_directory",
+        ),
+        f"{P}.runner.process": (
+            "_ProcessTree",
+            "_child_pythonpath",
+            "_forwarded_signals",
+            "_is_our_child",
+            "_read_outcome",
+            "_signal_name",
+            "kill_process_tree",
+        ),
+        f"{P}.runner.console": (
+            "_Console",
+            "_human_size",
+            "_is_live",
+            "_pump",
+            "_scalar",
+            "format_progress",
+            "progress_fraction",
+        ),
+        f"{P}.runner.job_api": ("RunResult", "_JobStatus", "_JobWatcher"),
+        f"{P}.cli.run": ("_cli_run", "_grace_seconds", "register"),
+    },
+}
+for _olds, _parts in SPLITS.items():
+    for _part, _names in _parts.items():
+        for _old in _olds:
+            NAMES.update({(_old, _name): _part for _name in _names})
 
 OLD = set(MOVES) | set(FACES) | {module for module, _ in NAMES}
 NEW = (

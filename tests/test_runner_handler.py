@@ -25,7 +25,7 @@ from abeja_runtime.runner.child import (
     build_context,
     parse_handler,
 )
-from abeja_runtime.runner.run import check_handler, parse_assignments
+from abeja_runtime.runner.inputs import check_handler, parse_assignments
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -21,7 +21,7 @@ from ..exit_codes import EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, EXIT_USAGE, exit_co
 
 #: modules providing ``register(subparsers)``, in the order of ``--help``
 COMMAND_MODULES: list[str] = [
-    "abeja_runtime.runner.run",
+    "abeja_runtime.cli.run",
     "abeja_runtime.cli.commands",
     "abeja_runtime.cli.emulator",
     "abeja_runtime.cli.sync",

@@ -118,7 +118,7 @@ def _archived_filter(args: argparse.Namespace) -> bool | None:
 
 
 def _progress_cell(job: Mapping[str, Any]) -> str:
-    from ..runner.run import progress_fraction
+    from ..runner.console import progress_fraction
 
     stats = job.get("statistics")
     if not isinstance(stats, Mapping) or not stats:
@@ -267,12 +267,8 @@ def _versions_get(t: ApiTarget, a: argparse.Namespace) -> Output:
 
 def _versions_create(t: ApiTarget, a: argparse.Namespace) -> Output:
     from ..runner.child import parse_handler
-    from ..runner.run import (
-        SOURCE_EXCLUDED_DIRS,
-        SOURCE_EXCLUDED_SUFFIXES,
-        parse_assignments,
-        source_archive,
-    )
+    from ..runner.inputs import parse_assignments
+    from ..runner.source import SOURCE_EXCLUDED_DIRS, SOURCE_EXCLUDED_SUFFIXES, source_archive
 
     spec = parse_handler(a.handler)
     source = Path(a.source)
@@ -342,7 +338,7 @@ _JOB_FIELDS = [
 
 
 def _jobs_get(t: ApiTarget, a: argparse.Namespace) -> Output:
-    from ..runner.run import format_progress
+    from ..runner.console import format_progress
 
     response = t.client.get_training_job(t.organization_id, a.definition, a.job)
     text = render_record(response, _JOB_FIELDS)
@@ -355,7 +351,7 @@ def _jobs_get(t: ApiTarget, a: argparse.Namespace) -> Output:
 
 
 def _jobs_create(t: ApiTarget, a: argparse.Namespace) -> Output:
-    from ..runner.run import parse_assignments
+    from ..runner.inputs import parse_assignments
 
     response = t.client.create_training_job(
         t.organization_id,

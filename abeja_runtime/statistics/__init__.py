@@ -25,8 +25,7 @@ from .document import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover
-    from abeja_runtime.statistics._default_reporter import default_last_document
-
+    from ._default_reporter import default_last_document
     from .reporter import StatisticsReporter, flush, get_reporter, report
 
 _LAZY: dict[str, str] = {
