@@ -82,6 +82,7 @@ __all__ = [
     "REQUIRED_ENV",
     "JobContext",
     "RankInfo",
+    "job_environment",
     "rank_info",
 ]
 
@@ -430,21 +431,19 @@ class JobContext:
         Useful to start a subprocess of the same job. Contains the credential's secret:
         pass it to a process, never print it.
         """
-        env = {
-            ENV_ORGANIZATION_ID: self.organization_id,
-            ENV_JOB_DEFINITION_NAME: self.job_definition_name,
-            ENV_JOB_DEFINITION_VERSION: str(self.job_definition_version),
-            ENV_TRAINING_JOB_ID: self.training_job_id,
-            ENV_API_URL: self.api_url,
-            ENV_RESULT_DIR: str(self.result_dir),
-            ENV_DATASETS: json.dumps(self.datasets),
-            ENV_CONTEXT: json.dumps({k: v for k, v in self.context.items() if k != "datasets"}),
-        }
+        env = job_environment(
+            organization_id=self.organization_id,
+            job_definition_name=self.job_definition_name,
+            job_definition_version=self.job_definition_version,
+            training_job_id=self.training_job_id,
+            api_url=self.api_url,
+            handler=self.handler,
+            datasets=self.datasets,
+            context={k: v for k, v in self.context.items() if k != "datasets"},
+            result_dir=self.result_dir,
+            storage_dir=self.storage_dir,
+        )
         env.update(self.credential.as_env())
-        if self.storage_dir is not None:
-            env[ENV_STORAGE_DIR] = str(self.storage_dir)
-        if self.handler is not None:
-            env[ENV_HANDLER] = self.handler
         return env
 
     def create_client(
@@ -454,6 +453,43 @@ class JobContext:
         from .api.client import APIClient
 
         return APIClient(self.credential, timeout, max_retry_count, base_url=self.api_url)
+
+
+def job_environment(
+    *,
+    organization_id: str,
+    job_definition_name: str,
+    job_definition_version: int | str,
+    training_job_id: str,
+    api_url: str,
+    handler: str | None = None,
+    datasets: Mapping[str, str] | None = None,
+    context: Mapping[str, Any] | None = None,
+    result_dir: str | os.PathLike[str] | None = None,
+    storage_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, str]:
+    """The variables the platform sets inside a training job, but the credential.
+
+    The one place they are built: :meth:`JobContext.as_env`, the runner's child
+    process and the emulator's :meth:`~abeja_runtime.emulator.Emulator.job_environment`
+    all use it. ``HANDLER`` and the two directories are left out when ``None``.
+    """
+    env = {
+        ENV_ORGANIZATION_ID: organization_id,
+        ENV_JOB_DEFINITION_NAME: job_definition_name,
+        ENV_JOB_DEFINITION_VERSION: str(job_definition_version),
+        ENV_TRAINING_JOB_ID: training_job_id,
+        ENV_API_URL: api_url,
+        ENV_DATASETS: json.dumps(dict(datasets or {}), separators=(",", ":")),
+        ENV_CONTEXT: json.dumps(dict(context or {}), separators=(",", ":")),
+    }
+    if handler is not None:
+        env[ENV_HANDLER] = handler
+    if result_dir is not None:
+        env[ENV_RESULT_DIR] = str(result_dir)
+    if storage_dir is not None:
+        env[ENV_STORAGE_DIR] = str(storage_dir)
+    return env
 
 
 def _describe(missing: list[str], invalid: Mapping[str, str]) -> str:

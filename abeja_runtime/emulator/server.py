@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from ..config import Credential
+from ..config import ENV_AUTH_TOKEN, Credential
 from ..errors import AbejaRuntimeError, ConfigurationError
+from ..job import job_environment
 from . import validation as v
 from .app import EmulatorApp
 from .signing import DEFAULT_TTL_SECONDS, UrlSigner
@@ -398,18 +399,17 @@ class Emulator:
             for key, value in source.items():
                 env[key] = value if isinstance(value, str) else json.dumps(value)
         env.update(
-            {
-                "ABEJA_ORGANIZATION_ID": org,
-                "TRAINING_JOB_DEFINITION_NAME": job_definition_name,
-                "TRAINING_JOB_DEFINITION_VERSION": str(job["job_definition_version"]),
-                "TRAINING_JOB_ID": job["training_job_id"],
-                "PLATFORM_AUTH_TOKEN": self.token,
-                "ABEJA_API_URL": self.url,
-                "HANDLER": version["handler"],
-                "DATASETS": json.dumps(job["datasets"], separators=(",", ":")),
-                "CONTEXT": "{}",
-            }
+            job_environment(
+                organization_id=org,
+                job_definition_name=job_definition_name,
+                job_definition_version=job["job_definition_version"],
+                training_job_id=job["training_job_id"],
+                api_url=self.url,
+                handler=version["handler"],
+                datasets=job["datasets"],
+            )
         )
+        env[ENV_AUTH_TOKEN] = self.token
         return env
 
     def job(self, job_definition_name: str, training_job_id: str) -> dict[str, Any]:

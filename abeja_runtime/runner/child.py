@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from ..config import ENV_HANDLER, ENV_OUTCOME_FILE
+from ..config import ENV_CONTEXT, ENV_DATASETS, ENV_HANDLER, ENV_OUTCOME_FILE
 from ..errors import ConfigurationError
 
 __all__ = [
@@ -228,8 +228,8 @@ def build_context(environ: Mapping[str, str] | None = None) -> dict[str, Any]:
         HandlerError: either variable is set but is not a JSON object.
     """
     env = os.environ if environ is None else environ
-    context = _json_object(env, "CONTEXT")
-    context["datasets"] = _json_object(env, "DATASETS")
+    context = _json_object(env, ENV_CONTEXT)
+    context["datasets"] = _json_object(env, ENV_DATASETS)
     return context
 
 

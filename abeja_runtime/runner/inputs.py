@@ -171,7 +171,7 @@ def check_handler(
     if not directory.is_dir():
         raise ConfigurationError(f"--source {str(source)!r} is not a directory")
     child_env = dict(os.environ if env is None else env)
-    child_env["HANDLER"] = str(spec)
+    child_env[ENV_HANDLER] = str(spec)
     child_env["PYTHONPATH"] = _child_pythonpath(child_env.get("PYTHONPATH"))
     child_env.pop(ENV_OUTCOME_FILE, None)
     limit = (

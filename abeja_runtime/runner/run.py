@@ -46,9 +46,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import quote
 
 from ..config import (
-    ENV_API_URL,
+    ENV_CONTEXT,
+    ENV_DATASETS,
     ENV_POLL_INTERVAL,
     ENV_STOP_GRACE,
+    ENV_STORAGE_DIR,
     check_duration,
     env_float,
 )
@@ -64,8 +66,9 @@ from ..exit_codes import (
     EXIT_OK,
     exit_code_for_signal,
 )
+from ..job import job_environment
 from ..validators import check_name
-from .api_target import CREDENTIAL_ENV_NAMES, ENV_ORGANIZATION_ID, ApiTarget, open_target
+from .api_target import CREDENTIAL_ENV_NAMES, ApiTarget, open_target
 from .child import ENV_OUTCOME_FILE, EXIT_BAD_HANDLER, HandlerSpec
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -223,20 +226,23 @@ class _Run:
             env.pop(name, None)
         env.update(self.env)
         env.update(self.api.job_env)
-        storage = os.environ.get("ABEJA_STORAGE_DIR_PATH") or str(_default_storage_dir())
+        storage = os.environ.get(ENV_STORAGE_DIR) or str(_default_storage_dir())
         Path(storage).mkdir(parents=True, exist_ok=True)
         env.update(
+            job_environment(
+                organization_id=self.api.organization_id,
+                job_definition_name=prepared.name,
+                job_definition_version=prepared.version,
+                training_job_id=prepared.job_id,
+                api_url=self.api.url,
+                handler=str(self.spec),
+                datasets=self.datasets,
+                result_dir=prepared.result_dir,
+                storage_dir=storage,
+            )
+        )
+        env.update(
             {
-                ENV_ORGANIZATION_ID: self.api.organization_id,
-                "TRAINING_JOB_DEFINITION_NAME": prepared.name,
-                "TRAINING_JOB_DEFINITION_VERSION": str(prepared.version),
-                "TRAINING_JOB_ID": prepared.job_id,
-                ENV_API_URL: self.api.url,
-                "ABEJA_TRAINING_RESULT_DIR": str(prepared.result_dir),
-                "ABEJA_STORAGE_DIR_PATH": storage,
-                "HANDLER": str(self.spec),
-                "DATASETS": json.dumps(self.datasets),
-                "CONTEXT": json.dumps({}),
                 "PYTHONUNBUFFERED": "1",
                 ENV_OUTCOME_FILE: str(outcome),
                 "PYTHONPATH": _child_pythonpath(os.environ.get("PYTHONPATH")),
@@ -628,8 +634,8 @@ def run_handler(
         _prepare_result_dir(Path(result_dir))
     check_env = {k: v for k, v in os.environ.items() if k not in CREDENTIAL_ENV_NAMES}
     check_env.update(clean_env)
-    check_env["DATASETS"] = json.dumps(clean_datasets)
-    check_env["CONTEXT"] = "{}"
+    check_env[ENV_DATASETS] = json.dumps(clean_datasets)
+    check_env[ENV_CONTEXT] = "{}"
     spec = check_handler(handler, source_dir, env=check_env)
 
     with contextlib.ExitStack() as stack:

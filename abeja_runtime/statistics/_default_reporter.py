@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from ..config import env_flag
+from ..config import ENV_TRAINING_JOB_ID, env_flag
 from ..errors import ConfigurationError
 from . import _process_hooks
 
@@ -71,7 +71,7 @@ def _spool_setting() -> bool | None:
     try:
         spool_enabled()
     except ConfigurationError:
-        return bool(os.environ.get("TRAINING_JOB_ID", "").strip()) or None
+        return bool(os.environ.get(ENV_TRAINING_JOB_ID, "").strip()) or None
     return None
 
 
@@ -113,7 +113,8 @@ def _system_metrics(wanted: bool) -> SystemMetrics | bool:
 
 def _create_default() -> StatisticsReporter:
     """The default reporter; never raises (it is made inside the training loop)."""
-    from .reporter import ENV_SYSTEM_METRICS, StatisticsReporter
+    from ..config import ENV_SYSTEM_METRICS
+    from .reporter import StatisticsReporter
 
     if _FORKED or _process_hooks.in_forked_child():
         return _disabled_reporter("forked child process: the parent process posts statistics")

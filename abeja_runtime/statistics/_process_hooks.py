@@ -30,7 +30,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from ..config import env_flag, env_float
+from ..config import (
+    ENV_EXIT_TIMEOUT,
+    ENV_HANDLE_SIGTERM,
+    ENV_SIGTERM_TIMEOUT,
+    ENV_TRAINING_JOB_ID,
+    env_flag,
+    env_float,
+)
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
@@ -52,9 +59,6 @@ __all__ = [
     "unregister",
 ]
 
-ENV_EXIT_TIMEOUT = "ABEJA_RUNTIME_EXIT_TIMEOUT"
-ENV_SIGTERM_TIMEOUT = "ABEJA_RUNTIME_SIGTERM_TIMEOUT"
-ENV_HANDLE_SIGTERM = "ABEJA_RUNTIME_HANDLE_SIGTERM"
 DEFAULT_EXIT_TIMEOUT = 10.0
 DEFAULT_SIGTERM_TIMEOUT = 20.0
 #: a flush made when the budget is spent still tries this long (one quick post)
@@ -275,7 +279,7 @@ def _deliver_leftovers_at_exit() -> None:
 def job_spool_with_leftovers(environ: Any = None) -> Path | None:
     """The spool of the job in the environment when it holds undelivered records."""
     env = os.environ if environ is None else environ
-    job_id = env.get("TRAINING_JOB_ID", "").strip()
+    job_id = env.get(ENV_TRAINING_JOB_ID, "").strip()
     if not job_id:
         return None
     from .spool import default_spool_dir, has_leftovers, spool_enabled
@@ -298,7 +302,7 @@ def at_import() -> None:
     reports. Outside a job it does nothing. Never raises.
     """
     try:
-        if not os.environ.get("TRAINING_JOB_ID", "").strip():
+        if not os.environ.get(ENV_TRAINING_JOB_ID, "").strip():
             return
         try:
             handle = env_flag(ENV_HANDLE_SIGTERM, True)

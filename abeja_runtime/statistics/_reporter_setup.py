@@ -12,7 +12,7 @@ import math
 import os
 from pathlib import Path
 
-from ..config import env_float
+from ..config import ENV_STATISTICS_FILE, env_float
 from ..errors import ConfigurationError
 from ..job import ENV_RESULT_DIR, JobContext
 from .sinks import DEFAULT_STATISTICS_FILE_NAME, APISink, JSONLinesSink, StatisticsSink
@@ -20,7 +20,6 @@ from .spool import Spool, default_spool_dir, spool_enabled
 
 __all__ = ["ENV_STATISTICS_FILE", "default_sink", "default_spool", "positive"]
 
-ENV_STATISTICS_FILE = "ABEJA_RUNTIME_STATISTICS_FILE"
 
 logger = logging.getLogger("abeja_runtime.reporter")
 

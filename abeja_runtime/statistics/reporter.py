@@ -83,6 +83,7 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from ..config import ENV_REPORT_INTERVAL, ENV_REPORT_TIMEOUT, ENV_SYSTEM_METRICS
 from ..errors import ConfigurationError, StatisticsError
 from ..job import JobContext, rank_info
 from ..statistics_rules import MAX_DOCUMENT_BYTES, METRIC_KEYS
@@ -125,10 +126,6 @@ from ._process_hooks import (
     ENV_HANDLE_SIGTERM,
     ENV_SIGTERM_TIMEOUT,
 )
-
-ENV_REPORT_INTERVAL = "ABEJA_RUNTIME_REPORT_INTERVAL"
-ENV_REPORT_TIMEOUT = "ABEJA_RUNTIME_REPORT_TIMEOUT"
-ENV_SYSTEM_METRICS = "ABEJA_RUNTIME_SYSTEM_METRICS"
 
 DEFAULT_MIN_INTERVAL = 5.0
 DEFAULT_REQUEST_TIMEOUT = 10.0

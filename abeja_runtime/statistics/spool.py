@@ -79,7 +79,14 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ..config import RUNTIME_DIR_NAME, env_flag
+from ..config import (
+    ENV_RESULT_DIR,
+    ENV_SPOOL,
+    ENV_SPOOL_DIR,
+    ENV_STORAGE_DIR,
+    RUNTIME_DIR_NAME,
+    env_flag,
+)
 from ..errors import StatisticsError
 from ..jsonsafe import to_json_safe
 from ._documents import convert_document
@@ -98,8 +105,6 @@ __all__ = [
     "spool_root",
 ]
 
-ENV_SPOOL = "ABEJA_RUNTIME_SPOOL"
-ENV_SPOOL_DIR = "ABEJA_RUNTIME_SPOOL_DIR"
 
 DATA_FILE_NAME = "records.log"
 STATE_FILE_NAME = "state"
@@ -172,11 +177,7 @@ def spool_root(environ: Mapping[str, str] | None = None) -> Path:
     explicit = env.get(ENV_SPOOL_DIR, "").strip()
     if explicit:
         return Path(explicit).expanduser()
-    base = (
-        env.get("ABEJA_STORAGE_DIR_PATH", "").strip()
-        or env.get("ABEJA_TRAINING_RESULT_DIR", "").strip()
-        or "."
-    )
+    base = env.get(ENV_STORAGE_DIR, "").strip() or env.get(ENV_RESULT_DIR, "").strip() or "."
     return Path(base) / SPOOL_SUBDIR
 
 

@@ -65,7 +65,7 @@ from typing import Any
 
 import psutil
 
-from ..config import env_float
+from ..config import ENV_SYSTEM_METRICS_INTERVAL, env_float
 from ..errors import ConfigurationError
 
 __all__ = [
@@ -81,7 +81,6 @@ SYSTEM_METRICS_KEY = "system"
 #: seconds between two samples of the timer thread, unless set
 DEFAULT_INTERVAL = 10.0
 #: the environment variable that sets the interval (seconds, > 0)
-ENV_SYSTEM_METRICS_INTERVAL = "ABEJA_RUNTIME_SYSTEM_METRICS_INTERVAL"
 #: the shortest interval accepted: a shorter one would make the timer a busy loop
 MIN_INTERVAL = 0.01
 #: how long the first ``sample()`` waits for the timer's first sample (once per object)
