@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .config import IO_CHUNK_SIZE
 from .errors import InvalidDataFormat
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
 
 logger = logging.getLogger("abeja_runtime.archive")
 
-_COPY_CHUNK = 1024 * 1024
 
 #: most entries an extracted archive may hold (``max_entries`` raises it)
 DEFAULT_MAX_ENTRIES = 100_000
@@ -211,7 +211,7 @@ def safe_extract(
                 )
             try:
                 with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, _COPY_CHUNK)
+                    shutil.copyfileobj(src, out, IO_CHUNK_SIZE)
             except (zipfile.BadZipFile, EOFError) as exc:  # a CRC or length mismatch
                 target.unlink(missing_ok=True)
                 raise InvalidDataFormat(
@@ -370,7 +370,7 @@ class StreamedZip:
     """
 
     def __init__(
-        self, entries: Sequence[tuple[Path, str]], *, chunk_size: int = _COPY_CHUNK
+        self, entries: Sequence[tuple[Path, str]], *, chunk_size: int = IO_CHUNK_SIZE
     ) -> None:
         seen: dict[str, Path] = {}
         for path, name in entries:

@@ -60,6 +60,7 @@ __all__ = [
     "ENV_TRAINING_JOB_ID",
     "ENV_USER_ID",
     "ENV_USER_TOKEN",
+    "IO_CHUNK_SIZE",
     "RUNTIME_DIR_NAME",
     "Credential",
     "check_api_url",
@@ -114,6 +115,9 @@ ENV_SPOOL_DIR = "ABEJA_RUNTIME_SPOOL_DIR"
 ENV_EXIT_TIMEOUT = "ABEJA_RUNTIME_EXIT_TIMEOUT"
 ENV_SIGTERM_TIMEOUT = "ABEJA_RUNTIME_SIGTERM_TIMEOUT"
 ENV_HANDLE_SIGTERM = "ABEJA_RUNTIME_HANDLE_SIGTERM"
+
+#: the one read/write size of every copy, upload and download stream (1 MiB)
+IO_CHUNK_SIZE = 1024 * 1024
 
 #: the directory the runtime keeps its own files in, under a job's storage or result dir
 #: (the statistics spool); never part of an uploaded model

@@ -45,6 +45,7 @@ from ..config import (
     ENV_JOB_DEFINITION_NAME,
     ENV_ORGANIZATION_ID,
     ENV_TRAINING_JOB_ID,
+    IO_CHUNK_SIZE,
     Credential,
     resolve_base_url,
     resolve_credential,
@@ -74,7 +75,6 @@ __all__ = [
 ]
 
 
-_COPY_CHUNK = 1024 * 1024
 _T = TypeVar("_T")
 
 # cpu-N, gpu-N, gpu:<class>-N (N a positive number such as 1, 4 or 0.25)
@@ -240,7 +240,7 @@ def _readable_path(value: Any, what: str) -> str:
 def _spool(fileobj: IO[bytes]) -> IO[bytes]:
     """Copy a non-seekable stream into an anonymous temporary file, chunk by chunk."""
     temp: IO[bytes] = tempfile.TemporaryFile(suffix=".bin")  # noqa: SIM115 - owned by the caller
-    shutil.copyfileobj(fileobj, temp, _COPY_CHUNK)
+    shutil.copyfileobj(fileobj, temp, IO_CHUNK_SIZE)
     temp.seek(0)
     return temp
 
@@ -266,7 +266,7 @@ def _zip_fileobj(fileobj: IO[bytes], arcname: str, metadata_path: str | None) ->
             zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive,
             archive.open(info, "w") as dest,
         ):
-            shutil.copyfileobj(fileobj, dest, _COPY_CHUNK)
+            shutil.copyfileobj(fileobj, dest, IO_CHUNK_SIZE)
         temp.seek(0)
         return temp
     except BaseException:

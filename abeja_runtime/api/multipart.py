@@ -38,6 +38,7 @@ from typing import IO, Any, Protocol
 from urllib3.fields import RequestField
 from urllib3.filepost import choose_boundary
 
+from ..config import IO_CHUNK_SIZE
 from ..errors import InvalidDataFormat
 
 __all__ = [
@@ -54,7 +55,7 @@ __all__ = [
 
 #: bytes read from a file per chunk; large enough that per-chunk overhead is
 #: negligible, small enough that memory stays flat
-DEFAULT_CHUNK_SIZE = 1024 * 1024
+DEFAULT_CHUNK_SIZE = IO_CHUNK_SIZE
 
 ProgressCallback = Callable[[int, int], None]
 

@@ -21,11 +21,11 @@ from typing import Any
 
 import requests
 
+from ..config import IO_CHUNK_SIZE
 from ..errors import AbejaRuntimeError, APIConnectionError, HttpError
 
 __all__ = ["ModelChecksumError", "fetch_verified"]
 
-_CHUNK = 1024 * 1024
 #: (connect, read) seconds when the caller gives none
 DEFAULT_TIMEOUT = (30.0, 300.0)
 
@@ -93,7 +93,7 @@ def fetch_verified(
                             status_code=response.status_code,
                         )
                     announced = response.headers.get("Content-Length")
-                    for chunk in response.iter_content(_CHUNK):
+                    for chunk in response.iter_content(IO_CHUNK_SIZE):
                         digest.update(chunk)
                         out.write(chunk)
                         size += len(chunk)

@@ -397,7 +397,7 @@ class Dashboard:
 
     def _download(self, request: Request, name: str, model_id: str) -> Response:
         """A fresh signed URL each click: a link in a page left open never goes stale."""
-        from .app import BLOB_PREFIX  # app imports this module
+        from .signing import BLOB_PREFIX
 
         model = self.store.get_model(self._org, name, model_id)
         response = Response(status=303)

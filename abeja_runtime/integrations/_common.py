@@ -30,8 +30,8 @@ __all__ = [
     "SafeReporter",
     "add_accuracy_alias",
     "clean_metrics",
+    "fraction_done",
     "is_main_process",
-    "progress_fraction",
     "split_metrics",
 ]
 
@@ -67,7 +67,7 @@ def is_main_process() -> bool:
         return True
 
 
-def progress_fraction(done: float, total: float | None) -> float | None:
+def fraction_done(done: float, total: float | None) -> float | None:
     """``done / total`` clamped to [0, 1], or None when the total is unknown."""
     if not total or total <= 0 or not math.isfinite(total) or not math.isfinite(done):
         return None

@@ -49,6 +49,7 @@ from typing import Any
 
 from ..config import ENV_CONTEXT, ENV_DATASETS, ENV_HANDLER, ENV_OUTCOME_FILE
 from ..errors import ConfigurationError
+from ..exit_codes import EXIT_INTERRUPTED, EXIT_OK
 
 __all__ = [
     "ENV_OUTCOME_FILE",
@@ -65,10 +66,8 @@ __all__ = [
 ]
 
 
-EXIT_OK = 0
 EXIT_HANDLER_FAILED = 1
 EXIT_BAD_HANDLER = 2
-EXIT_INTERRUPTED = 130
 
 _EXAMPLE = "'module:function', e.g. 'train:handler' for handler() in train.py"
 

@@ -15,6 +15,8 @@ from typing import IO, TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:  # pragma: no cover
     pass
 
+from ..statistics_rules import progress_fraction
+
 __all__ = ["format_progress", "progress_fraction"]
 
 
@@ -30,17 +32,6 @@ def _scalar(value: Any) -> str | None:
         return f"{value:.4g}"
     if isinstance(value, str):
         return value if len(value) <= 24 else value[:23] + "~"
-    return None
-
-
-def progress_fraction(statistics: Mapping[str, Any]) -> float | None:
-    """``progress_percentage`` clamped to [0, 1], else ``epoch / num_epochs``, else ``None``."""
-    progress = statistics.get("progress_percentage")
-    if isinstance(progress, (int, float)) and not isinstance(progress, bool):
-        return min(max(float(progress), 0.0), 1.0)
-    epoch, total = statistics.get("epoch"), statistics.get("num_epochs")
-    if isinstance(epoch, (int, float)) and isinstance(total, (int, float)) and total > 0:
-        return min(max(float(epoch) / float(total), 0.0), 1.0)
     return None
 
 
