@@ -141,6 +141,18 @@ SPLITS: dict[tuple[str, ...], dict[str, tuple[str, ...]]] = {
         f"{P}.runner.job_api": ("RunResult", "_JobStatus", "_JobWatcher"),
         f"{P}.cli.run": ("_cli_run", "_grace_seconds", "register"),
     },
+    (f"{P}.commands", f"{P}.cli.commands"): {
+        f"{P}.cli.tables": (
+            "_cell",
+            "_clip",
+            "_entries",
+            "_paging",
+            "_progress_cell",
+            "_time",
+            "render_record",
+            "render_table",
+        ),
+    },
 }
 for _olds, _parts in SPLITS.items():
     for _part, _names in _parts.items():
