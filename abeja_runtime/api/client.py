@@ -29,23 +29,15 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
-import tempfile
-import time
-import zipfile
-from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from collections.abc import Mapping
 from types import TracebackType
-from typing import IO, Any, TypeVar, overload
-from urllib.parse import quote
+from typing import IO, Any, overload
 
-from ..archive import StreamedZip, walk_tree
+from ..archive import StreamedZip
 from ..config import (
     ENV_JOB_DEFINITION_NAME,
     ENV_ORGANIZATION_ID,
     ENV_TRAINING_JOB_ID,
-    IO_CHUNK_SIZE,
     Credential,
     resolve_base_url,
     resolve_credential,
@@ -53,15 +45,26 @@ from ..config import (
     resolve_timeout,
 )
 from ..errors import (
-    BadRequest,
     ConfigurationError,
-    InvalidDataFormat,
-    JobContextError,
-    StatisticsError,
 )
-from ..jsonsafe import to_json_safe
-from ..statistics_rules import check_document, check_wire_document
-from ..validators import check_id, check_name, check_version
+from ._arguments import (
+    _datasets,
+    _env_identity,
+    _filter_archived,
+    _id,
+    _invalid,
+    _is_statistics,
+    _json_value,
+    _opt_bool,
+    _opt_count,
+    _opt_mapping,
+    _opt_str,
+    _segment,
+    _statistics_dict,
+    _version,
+    validate_instance_type,
+)
+from ._uploads import _iter_sources, _prepare_model_data, _readable_path, _spool, _zip_sources
 from .multipart import MultipartBody, StreamPart, ensure_binary_readable
 from .retry import RetryPolicy
 from .transport import HttpTransport, Timeout
@@ -73,308 +76,6 @@ __all__ = [
     "APIClient",
     "validate_instance_type",
 ]
-
-
-_T = TypeVar("_T")
-
-# cpu-N, gpu-N, gpu:<class>-N (N a positive number such as 1, 4 or 0.25)
-_INSTANCE_TYPE = re.compile(r"^(?:cpu|gpu|gpu:[a-z][a-z0-9]*)-(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)$")
-
-
-def _invalid(message: str) -> BadRequest:
-    """The error for an argument refused before any request (status 400, like the server)."""
-    return BadRequest("invalid_argument", message, status_code=400)
-
-
-def validate_instance_type(instance_type: str) -> str:
-    """Check an instance type (``cpu-N``, ``gpu-N`` or ``gpu:<class>-N``) and return it.
-
-    Raises:
-        BadRequest: any other form (status 400), before a request is made.
-    """
-    if not isinstance(instance_type, str) or not _INSTANCE_TYPE.match(instance_type):
-        raise _invalid(
-            f"{instance_type!r} is an invalid instance_type "
-            "(expected cpu-N, gpu-N or gpu:<class>-N, e.g. 'cpu-1', 'gpu:b-1')"
-        )
-    if float(instance_type.rsplit("-", 1)[1]) <= 0:
-        raise _invalid(f"{instance_type!r} is an invalid instance_type (size must be > 0)")
-    return instance_type
-
-
-def _checked(check: Callable[[Any, str], _T], value: Any, what: str) -> _T:
-    """``check(value, what)`` with its ConfigurationError raised as a local BadRequest."""
-    try:
-        return check(value, what)
-    except ConfigurationError as exc:
-        raise _invalid(str(exc)) from None
-
-
-def _segment(value: Any, what: str) -> str:
-    """A name as one path segment, percent-quoted (see :func:`~.validators.check_name`)."""
-    return quote(_checked(check_name, value, what), safe="")
-
-
-def _id(value: Any, what: str) -> str:
-    """An id as a path segment: 13 decimal digits, refused before any request otherwise."""
-    return _checked(check_id, value, what)
-
-
-def _version(value: Any) -> str:
-    """A job definition version id: a positive integer (or a string of ASCII digits)."""
-    return str(_checked(check_version, value, "version_id"))
-
-
-def _datasets(datasets: Mapping[str, Any]) -> dict[str, str]:
-    """Alias -> dataset id, each id checked (a job created with a bad id cannot start)."""
-    return {
-        _checked(check_name, str(alias), "dataset alias"): _id(dataset_id, f"datasets.{alias}")
-        for alias, dataset_id in datasets.items()
-    }
-
-
-def _opt_bool(value: Any, what: str) -> bool | None:
-    if value is None or isinstance(value, bool):
-        return value
-    raise _invalid(f"{what} must be True, False or None, got {value!r}")
-
-
-def _opt_count(value: Any, what: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _invalid(f"{what} must be an integer >= 0, got {value!r}")
-    if value < 0:
-        raise _invalid(f"{what} must be >= 0, got {value!r}")
-    return value
-
-
-def _opt_mapping(value: Any, what: str) -> Mapping[str, Any] | None:
-    if value is None or isinstance(value, Mapping):
-        return value
-    raise _invalid(f"{what} must be a dict, got {type(value).__name__}")
-
-
-def _opt_str(value: Any, what: str) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
-    raise _invalid(f"{what} must be a string, got {type(value).__name__}")
-
-
-def _filter_archived(value: Any) -> dict[str, Any]:
-    flag = _opt_bool(value, "filter_archived")
-    if flag is None:
-        return {}
-    # The wire value the servers read (the seed's prose has it the other way round).
-    return {"filter_archived": "exclude_archived" if flag else "include_archived"}
-
-
-def _json_value(value: Any, what: str) -> Any:
-    """``value`` as strict-JSON-ready data (numpy scalars, NaN handled), or BadRequest."""
-    try:
-        return to_json_safe(value, what)
-    except StatisticsError as exc:
-        raise _invalid(str(exc)) from None
-
-
-def _env_identity(*names: str) -> list[str]:
-    values = [os.environ.get(name, "").strip() for name in names]
-    missing = [name for name, value in zip(names, values, strict=True) if not value]
-    if missing:
-        raise JobContextError(
-            "not running inside a training job: " + ", ".join(missing) + " not set "
-            "(pass the ids explicitly outside a job)",
-            missing=missing,
-        )
-    return values
-
-
-def _is_statistics(value: Any) -> bool:
-    return isinstance(value, Mapping) or callable(getattr(value, "get_statistics", None))
-
-
-def _statistics_dict(statistics: Any) -> Any:
-    if statistics is None:
-        raise StatisticsError("statistics is None; give a dict or a Statistics object")
-    getter = getattr(statistics, "get_statistics", None)
-    if callable(getter):
-        statistics = getter()
-    if not isinstance(statistics, Mapping):
-        raise StatisticsError(
-            "statistics must be a dict or an object with get_statistics(), got "
-            f"{type(statistics).__name__}"
-        )
-    # the same rules as report() and the server: refused here, before any request
-    return check_wire_document(to_json_safe(check_document(statistics), "statistics"))
-
-
-class _Upload:
-    """A binary file to stream, plus the temporary file to delete afterwards."""
-
-    def __init__(self, source: str | IO[bytes], temp: IO[bytes] | None = None) -> None:
-        self.source = source
-        self._temp = temp
-
-    def close(self) -> None:
-        if self._temp is not None:
-            self._temp.close()
-            self._temp = None
-
-
-def _readable_path(value: Any, what: str) -> str:
-    path: str = os.fsdecode(os.fspath(value))
-    if not path:
-        raise InvalidDataFormat(f"{what}: empty path")
-    if not os.path.exists(path):
-        raise InvalidDataFormat(f"{what}: {path!r} does not exist")
-    if not os.path.isfile(path):
-        raise InvalidDataFormat(f"{what}: {path!r} is not a regular file")
-    try:
-        with open(path, "rb") as fh:
-            fh.read(0)
-    except OSError as exc:
-        raise InvalidDataFormat(f"{what}: {path!r} cannot be read: {exc.strerror or exc}") from None
-    return path
-
-
-def _spool(fileobj: IO[bytes]) -> IO[bytes]:
-    """Copy a non-seekable stream into an anonymous temporary file, chunk by chunk."""
-    temp: IO[bytes] = tempfile.TemporaryFile(suffix=".bin")  # noqa: SIM115 - owned by the caller
-    shutil.copyfileobj(fileobj, temp, IO_CHUNK_SIZE)
-    temp.seek(0)
-    return temp
-
-
-def _zip_fileobj(fileobj: IO[bytes], arcname: str, metadata_path: str | None) -> IO[bytes]:
-    """A temporary zip holding ``fileobj``'s bytes as ``arcname``, written in chunks.
-
-    When the object has a real path, its entry gets that file's time stamp and
-    mode, as ``ZipFile.write`` (what the public package uses) would give it.
-    """
-    temp = tempfile.TemporaryFile(suffix=".zip")  # noqa: SIM115 - owned by the caller
-    try:
-        if metadata_path is not None:
-            info = zipfile.ZipInfo.from_file(metadata_path, arcname)
-        else:
-            info = zipfile.ZipInfo(arcname, date_time=_now_zip_time())
-            info.external_attr = 0o644 << 16
-        start = fileobj.tell()
-        info.file_size = fileobj.seek(0, os.SEEK_END) - start
-        fileobj.seek(start)
-        info.compress_type = zipfile.ZIP_DEFLATED
-        with (
-            zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive,
-            archive.open(info, "w") as dest,
-        ):
-            shutil.copyfileobj(fileobj, dest, IO_CHUNK_SIZE)
-        temp.seek(0)
-        return temp
-    except BaseException:
-        temp.close()
-        raise
-
-
-def _now_zip_time() -> tuple[int, int, int, int, int, int]:
-    now = time.localtime()
-    return (max(now.tm_year, 1980), now.tm_mon, now.tm_mday, now.tm_hour, now.tm_min, now.tm_sec)
-
-
-def _prepare_model_data(model_data: Any) -> _Upload:
-    """Model data as a zip to stream: a zip as it is, anything else wrapped in one.
-
-    Raises:
-        InvalidDataFormat: ``None``, a missing/unreadable path, a text-mode or
-            closed file, or anything that is neither a path nor a file object.
-    """
-    what = "model_data"
-    if model_data is None:
-        raise InvalidDataFormat("model_data is necessary: give a path or a file opened with 'rb'")
-    if isinstance(model_data, (bytes, bytearray, memoryview)):
-        raise InvalidDataFormat(
-            "model_data must be a path or a binary file object, not bytes; "
-            "wrap the bytes in io.BytesIO"
-        )
-    if isinstance(model_data, (str, os.PathLike)):
-        path = _readable_path(model_data, what)
-        if zipfile.is_zipfile(path):
-            return _Upload(path)
-        zipped = _zip_sources([(path, Path(path).name)])
-        return _Upload(zipped, zipped)
-    ensure_binary_readable(model_data, what)
-    fileobj: IO[bytes] = model_data
-    owned: IO[bytes] | None = None
-    seekable = getattr(fileobj, "seekable", None)
-    if not (callable(seekable) and seekable()):
-        owned = fileobj = _spool(model_data)
-    try:
-        # like the public package: the whole file, from its first byte
-        fileobj.seek(0)
-        if zipfile.is_zipfile(fileobj):
-            fileobj.seek(0)
-            upload, owned = _Upload(fileobj, owned), None
-            return upload
-        fileobj.seek(0)
-        name = getattr(model_data, "name", None)
-        real_path = name if isinstance(name, str) and os.path.isfile(name) else None
-        arcname = Path(name).name if isinstance(name, str) and Path(name).name else "model_data"
-        temp = _zip_fileobj(fileobj, arcname, real_path)
-        return _Upload(temp, temp)
-    finally:
-        if owned is not None:
-            owned.close()
-
-
-def _iter_sources(filepaths: Any) -> list[tuple[str, str]]:
-    """``(path on disk, name in the archive)`` for every file to put in a version's zip.
-
-    A file goes in under its base name (as the public package does); a
-    directory goes in with its contents under ``<dirname>/...`` (the public
-    package would silently store an empty directory entry).
-    """
-    if isinstance(filepaths, (str, os.PathLike)):
-        filepaths = [filepaths]
-    if not isinstance(filepaths, Iterable) or isinstance(filepaths, (bytes, Mapping)):
-        raise InvalidDataFormat(
-            f"filepaths must be a list of paths, got {type(filepaths).__name__}"
-        )
-    entries: list[tuple[str, str]] = []
-    for item in filepaths:
-        if not isinstance(item, (str, os.PathLike)):
-            raise InvalidDataFormat(f"filepaths: {item!r} is not a path")
-        path = os.fspath(item)
-        if os.path.isdir(path):
-            root = Path(path)
-            base = root.resolve().name
-            # the one tree walker: link loops, links out of the tree and special
-            # files skipped with one warning; in rglob's sorted order, as before
-            found = walk_tree(root, "filepaths directory")
-            for sub, name in sorted(found, key=lambda entry: entry[0].parts):
-                entries.append((_readable_path(sub, "filepaths"), f"{base}/{name}"))
-        else:
-            entries.append((_readable_path(path, "filepaths"), Path(path).name))
-    if not entries:
-        raise InvalidDataFormat("filepaths is empty: give at least one file to run the job")
-    seen: dict[str, str] = {}
-    for path, arcname in entries:
-        if arcname in seen:
-            raise InvalidDataFormat(
-                f"filepaths: {seen[arcname]!r} and {path!r} would both be stored as {arcname!r}"
-            )
-        seen[arcname] = path
-    return entries
-
-
-def _zip_sources(entries: list[tuple[str, str]]) -> IO[bytes]:
-    temp = tempfile.TemporaryFile(suffix=".zip")  # noqa: SIM115 - owned by the caller
-    try:
-        with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for path, arcname in entries:
-                archive.write(path, arcname)
-        temp.seek(0)
-        return temp
-    except BaseException:
-        temp.close()
-        raise
 
 
 class APIClient:
@@ -520,14 +221,28 @@ class APIClient:
 
     __str__ = __repr__
 
+    # -------------------------------------------------------------------- paths
+
     @staticmethod
-    def _training(organization_id: Any, *segments: str) -> str:
+    def training_path(organization_id: Any, *segments: str) -> str:
+        """``/organizations/{org}/training/{segments...}``, the id checked.
+
+        The segments must already be checked (or quoted); :meth:`request` takes the result.
+        """
         path = "/organizations/" + _id(organization_id, "organization_id") + "/training"
         return path + "".join("/" + s for s in segments)
 
-    def _definition(self, organization_id: Any, job_definition_name: Any, *rest: str) -> str:
+    def definition_path(self, organization_id: Any, job_definition_name: Any, *rest: str) -> str:
+        """``.../training/definitions/{name}/{rest...}``, the organization and name checked."""
         name = _segment(job_definition_name, "job_definition_name")
-        return self._training(organization_id, "definitions", name, *rest)
+        return self.training_path(organization_id, "definitions", name, *rest)
+
+    def job_path(
+        self, organization_id: Any, job_definition_name: Any, training_job_id: Any, *rest: str
+    ) -> str:
+        """``.../definitions/{name}/jobs/{id}/{rest...}``, every identifier checked."""
+        job_id = _id(training_job_id, "training_job_id")
+        return self.definition_path(organization_id, job_definition_name, "jobs", job_id, *rest)
 
     # --------------------------------------------------------------- definitions
 
@@ -539,21 +254,21 @@ class APIClient:
         Not retried unless the request surely never reached the server.
         """
         _segment(job_definition_name, "job_definition_name")
-        path = self._training(organization_id, "definitions") + "/"
+        path = self.training_path(organization_id, "definitions") + "/"
         return self.request("POST", path, json={"name": job_definition_name}, idempotent=False)
 
     def archive_training_job_definition(
         self, organization_id: str, job_definition_name: str
     ) -> dict[str, Any]:
         """Archive a job definition. ``POST .../definitions/{name}/archive``."""
-        path = self._definition(organization_id, job_definition_name, "archive")
+        path = self.definition_path(organization_id, job_definition_name, "archive")
         return self.request("POST", path, json={})
 
     def unarchive_training_job_definition(
         self, organization_id: str, job_definition_name: str
     ) -> dict[str, Any]:
         """Unarchive a job definition. ``POST .../definitions/{name}/unarchive``."""
-        path = self._definition(organization_id, job_definition_name, "unarchive")
+        path = self.definition_path(organization_id, job_definition_name, "unarchive")
         return self.request("POST", path, json={})
 
     def get_training_job_definitions(
@@ -571,7 +286,7 @@ class APIClient:
             params["offset"] = offset
         if limit is not None:
             params["limit"] = limit
-        path = self._training(organization_id, "definitions") + "/"
+        path = self.training_path(organization_id, "definitions") + "/"
         return self.request("GET", path, params=params or None)
 
     def get_training_job_definition(
@@ -587,14 +302,14 @@ class APIClient:
         """
         flag = _opt_bool(include_jobs, "include_jobs")
         params = None if flag is None else {"include_jobs": "true" if flag else "false"}
-        path = self._definition(organization_id, job_definition_name)
+        path = self.definition_path(organization_id, job_definition_name)
         return self.request("GET", path, params=params)
 
     def delete_training_job_definition(
         self, organization_id: str, job_definition_name: str
     ) -> dict[str, Any]:
         """Delete a job definition. ``DELETE .../definitions/{name}``."""
-        path = self._definition(organization_id, job_definition_name)
+        path = self.definition_path(organization_id, job_definition_name)
         return self.request("DELETE", path)
 
     # ------------------------------------------------------------------ versions
@@ -621,7 +336,7 @@ class APIClient:
         Raises:
             InvalidDataFormat: ``source_code`` is not a readable binary file.
         """
-        path = self._definition(organization_id, job_definition_name, "versions")
+        path = self.definition_path(organization_id, job_definition_name, "versions")
         if _opt_mapping(parameters, "parameters") is None:
             raise _invalid("parameters must be a dict with at least 'handler'")
         params_json = _json_value(parameters, "parameters")
@@ -688,7 +403,7 @@ class APIClient:
                 empty, or two files would get the same name in the archive.
             BadRequest: ``handler`` is not ``module:function``.
         """
-        path = self._definition(organization_id, job_definition_name, "versions")
+        path = self.definition_path(organization_id, job_definition_name, "versions")
         if not isinstance(handler, str) or handler.count(":") != 1 or "" in handler.split(":"):
             raise _invalid(f"handler must be 'module:function', got {handler!r}")
         _opt_str(image, "image")
@@ -717,14 +432,14 @@ class APIClient:
     ) -> dict[str, Any]:
         """List a definition's versions. ``GET .../definitions/{name}/versions``."""
         params = _filter_archived(filter_archived)
-        path = self._definition(organization_id, job_definition_name, "versions")
+        path = self.definition_path(organization_id, job_definition_name, "versions")
         return self.request("GET", path, params=params or None)
 
     def get_training_job_definition_version(
         self, organization_id: str, job_definition_name: str, version_id: int
     ) -> dict[str, Any]:
         """Get a version. ``GET .../definitions/{name}/versions/{version_id}``."""
-        path = self._definition(
+        path = self.definition_path(
             organization_id, job_definition_name, "versions", _version(version_id)
         )
         return self.request("GET", path)
@@ -737,7 +452,7 @@ class APIClient:
         description: str,
     ) -> dict[str, Any]:
         """Update a version's description. ``PATCH .../versions/{version_id}``."""
-        path = self._definition(
+        path = self.definition_path(
             organization_id, job_definition_name, "versions", _version(version_id)
         )
         _opt_str(description, "description")
@@ -747,7 +462,7 @@ class APIClient:
         self, organization_id: str, job_definition_name: str, version_id: int
     ) -> dict[str, Any]:
         """Archive a version. ``POST .../versions/{version_id}/archive``."""
-        path = self._definition(
+        path = self.definition_path(
             organization_id, job_definition_name, "versions", _version(version_id), "archive"
         )
         return self.request("POST", path)
@@ -756,7 +471,7 @@ class APIClient:
         self, organization_id: str, job_definition_name: str, version_id: int
     ) -> dict[str, Any]:
         """Unarchive a version. ``POST .../versions/{version_id}/unarchive``."""
-        path = self._definition(
+        path = self.definition_path(
             organization_id, job_definition_name, "versions", _version(version_id), "unarchive"
         )
         return self.request("POST", path)
@@ -765,7 +480,7 @@ class APIClient:
         self, organization_id: str, job_definition_name: str, version_id: int
     ) -> dict[str, Any]:
         """Delete a version. ``DELETE .../versions/{version_id}``."""
-        path = self._definition(
+        path = self.definition_path(
             organization_id, job_definition_name, "versions", _version(version_id)
         )
         return self.request("DELETE", path)
@@ -794,7 +509,7 @@ class APIClient:
             BadRequest: ``instance_type`` is not ``cpu-N``, ``gpu-N`` or
                 ``gpu:<class>-N`` (status 400, before any request).
         """
-        path = self._definition(
+        path = self.definition_path(
             organization_id, job_definition_name, "versions", _version(version_id), "jobs"
         )
         data: dict[str, Any] = {}
@@ -831,47 +546,43 @@ class APIClient:
             params["limit"] = limit
         if offset is not None:
             params["offset"] = offset
-        path = self._definition(organization_id, job_definition_name, "jobs")
+        path = self.definition_path(organization_id, job_definition_name, "jobs")
         return self.request("GET", path, params=params or None)
-
-    def _job(
-        self, organization_id: Any, job_definition_name: Any, training_job_id: Any, *rest: str
-    ) -> str:
-        job = _id(training_job_id, "training_job_id")
-        return self._definition(organization_id, job_definition_name, "jobs", job, *rest)
 
     def get_training_job(
         self, organization_id: str, job_definition_name: str, training_job_id: str
     ) -> dict[str, Any]:
         """Get a job. ``GET .../definitions/{name}/jobs/{training_job_id}``."""
-        return self.request("GET", self._job(organization_id, job_definition_name, training_job_id))
+        return self.request(
+            "GET", self.job_path(organization_id, job_definition_name, training_job_id)
+        )
 
     def stop_training_job(
         self, organization_id: str, job_definition_name: str, training_job_id: str
     ) -> dict[str, Any]:
         """Stop a job. ``POST .../jobs/{training_job_id}/stop``."""
-        path = self._job(organization_id, job_definition_name, training_job_id, "stop")
+        path = self.job_path(organization_id, job_definition_name, training_job_id, "stop")
         return self.request("POST", path)
 
     def archive_training_job(
         self, organization_id: str, job_definition_name: str, training_job_id: str
     ) -> dict[str, Any]:
         """Archive a job. ``POST .../jobs/{training_job_id}/archive``."""
-        path = self._job(organization_id, job_definition_name, training_job_id, "archive")
+        path = self.job_path(organization_id, job_definition_name, training_job_id, "archive")
         return self.request("POST", path, json={})
 
     def unarchive_training_job(
         self, organization_id: str, job_definition_name: str, training_job_id: str
     ) -> dict[str, Any]:
         """Unarchive a job. ``POST .../jobs/{training_job_id}/unarchive``."""
-        path = self._job(organization_id, job_definition_name, training_job_id, "unarchive")
+        path = self.job_path(organization_id, job_definition_name, training_job_id, "unarchive")
         return self.request("POST", path, json={})
 
     def get_training_result(
         self, organization_id: str, job_definition_name: str, training_job_id: str
     ) -> dict[str, Any]:
         """Get a job's result (``{"artifacts": {"complete": {"uri"}}}``)."""
-        path = self._job(organization_id, job_definition_name, training_job_id, "result")
+        path = self.job_path(organization_id, job_definition_name, training_job_id, "result")
         return self.request("GET", path)
 
     @overload
@@ -927,7 +638,7 @@ class APIClient:
                 ENV_ORGANIZATION_ID, ENV_JOB_DEFINITION_NAME, ENV_TRAINING_JOB_ID
             )
         body = {"statistics": _statistics_dict(statistics)}
-        path = self._job(organization_id, job_definition_name, training_job_id, "statistics")
+        path = self.job_path(organization_id, job_definition_name, training_job_id, "statistics")
         return self.request("POST", path, json=body)
 
     # -------------------------------------------------------------------- models
@@ -940,7 +651,7 @@ class APIClient:
     ) -> dict[str, Any]:
         """List a definition's models (``{"entries": [...]}``)."""
         params = _filter_archived(filter_archived)
-        path = self._definition(organization_id, job_definition_name, "models")
+        path = self.definition_path(organization_id, job_definition_name, "models")
         return self.request("GET", path, params=params or None)
 
     def list_models(
@@ -987,7 +698,7 @@ class APIClient:
             InvalidDataFormat: ``model_data`` is ``None``, a text-mode or closed
                 file, or a missing/unreadable path (before any request).
         """
-        path = self._definition(organization_id, job_definition_name, "models")
+        path = self.definition_path(organization_id, job_definition_name, "models")
         params_json = _json_value(dict(_opt_mapping(parameters, "parameters") or {}), "parameters")
         if isinstance(model_data, (str, os.PathLike)):
             # a path: the streamed stored zip of upload_model, its checksum and duplicate guard
@@ -1009,7 +720,7 @@ class APIClient:
         self, organization_id: Any, job_definition_name: Any, model_id: Any, *rest: str
     ) -> str:
         model = _id(model_id, "model_id")
-        return self._definition(organization_id, job_definition_name, "models", model, *rest)
+        return self.definition_path(organization_id, job_definition_name, "models", model, *rest)
 
     def get_training_model(
         self, organization_id: str, job_definition_name: str, model_id: str

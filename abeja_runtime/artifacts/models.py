@@ -395,7 +395,7 @@ def send_model(
     )
     display = _progress(progress, body.content_length)
     body.on_progress = display
-    api_path = client._definition(org, name, "models")
+    api_path = client.definition_path(org, name, "models")
     known_sha: str | None = None
     try:
         for attempt in range(_MAX_UNKNOWN_OUTCOME_RETRIES + 1):

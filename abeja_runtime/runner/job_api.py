@@ -12,7 +12,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote
 
 from ..errors import (
     AbejaRuntimeError,
@@ -153,10 +152,7 @@ class _JobStatus:
 
     @property
     def _path(self) -> str:
-        return (
-            f"/organizations/{quote(self.api.organization_id, safe='')}/training/definitions/"
-            f"{quote(self.name, safe='')}/jobs/{quote(self.job_id, safe='')}/status"
-        )
+        return self.api.client.job_path(self.api.organization_id, self.name, self.job_id, "status")
 
     def set(self, status: str, message: str | None = None) -> bool:
         """Move the job to ``status``; ``False`` (with a note) when the API refused."""
