@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -63,7 +62,7 @@ from .config import (
     resolve_credential,
 )
 from .errors import ConfigurationError, JobContextError
-from .validators import check_id, check_name, check_version
+from .validators import HandlerError, check_id, check_name, check_version, parse_handler
 
 if TYPE_CHECKING:  # pragma: no cover
     from .api.client import APIClient
@@ -104,7 +103,6 @@ RANK_ENV_FAMILIES: tuple[tuple[str, str, str, str], ...] = (
     ("slurm", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS"),
 )
 
-_HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 _HOW_TO_RUN_LOCALLY = (
     "To run a handler locally, use `abeja-runtime run train:handler` (starts a local "
@@ -384,11 +382,11 @@ class JobContext:
             invalid[ENV_API_URL] = str(exc).removeprefix(ENV_API_URL).strip()
 
         handler = env.get(ENV_HANDLER, "").strip() or None
-        if handler is not None and not _HANDLER_RE.match(handler):
-            invalid[ENV_HANDLER] = (
-                f"must be 'module:function' with exactly one colon, e.g. 'train:handler', "
-                f"got {handler!r}"
-            )
+        if handler is not None:
+            try:
+                parse_handler(handler)
+            except HandlerError as exc:
+                invalid[ENV_HANDLER] = str(exc).removeprefix("HANDLER").strip()
 
         raw_datasets = _json_object(ENV_DATASETS, env.get(ENV_DATASETS, ""), invalid)
         datasets: dict[str, str] = {}

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import IO, Any
 
 from ..archive import StreamedZip
+from ..validators import HandlerError, parse_handler
 from ._arguments import (
     _filter_archived,
     _invalid,
@@ -163,8 +164,12 @@ class _DefinitionOperations(_ClientBase):
             BadRequest: ``handler`` is not ``module:function``.
         """
         path = self.definition_path(organization_id, job_definition_name, "versions")
-        if not isinstance(handler, str) or handler.count(":") != 1 or "" in handler.split(":"):
+        if not isinstance(handler, str):
             raise _invalid(f"handler must be 'module:function', got {handler!r}")
+        try:
+            parse_handler(handler)
+        except HandlerError as exc:
+            raise _invalid(f"handler: {exc}") from None
         _opt_str(image, "image")
         _opt_mapping(environment, "environment")
         _opt_str(description, "description")

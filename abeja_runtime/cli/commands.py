@@ -188,9 +188,9 @@ def _versions_get(t: ApiTarget, a: argparse.Namespace) -> Output:
 
 
 def _versions_create(t: ApiTarget, a: argparse.Namespace) -> Output:
-    from ..runner.child import parse_handler
     from ..runner.inputs import parse_assignments
     from ..runner.source import SOURCE_EXCLUDED_DIRS, SOURCE_EXCLUDED_SUFFIXES, source_archive
+    from ..validators import parse_handler
 
     spec = parse_handler(a.handler)
     source = Path(a.source)

@@ -38,18 +38,16 @@ import argparse
 import importlib
 import inspect
 import json
-import keyword
 import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
 from ..config import ENV_CONTEXT, ENV_DATASETS, ENV_HANDLER, ENV_OUTCOME_FILE
-from ..errors import ConfigurationError
 from ..exit_codes import EXIT_INTERRUPTED, EXIT_OK
+from ..validators import HandlerError, HandlerSpec, parse_handler
 
 __all__ = [
     "ENV_OUTCOME_FILE",
@@ -68,77 +66,6 @@ __all__ = [
 
 EXIT_HANDLER_FAILED = 1
 EXIT_BAD_HANDLER = 2
-
-_EXAMPLE = "'module:function', e.g. 'train:handler' for handler() in train.py"
-
-
-class HandlerError(ConfigurationError):
-    """``HANDLER`` cannot be turned into a callable (or the job input is malformed).
-
-    Raised before anything runs, so the message must say what to change.
-    """
-
-
-@dataclass(frozen=True)
-class HandlerSpec:
-    """A parsed ``HANDLER`` value.
-
-    Attributes:
-        module: dotted module name, resolved from the source directory.
-        function: name of the callable inside the module.
-    """
-
-    module: str
-    function: str
-
-    def __str__(self) -> str:
-        return f"{self.module}:{self.function}"
-
-
-def _is_identifier(name: str) -> bool:
-    return name.isidentifier() and not keyword.iskeyword(name)
-
-
-def parse_handler(value: str | None) -> HandlerSpec:
-    """Split and validate ``module:function`` without importing anything.
-
-    This is the cheap, static half of the validation; the parent runs it in its
-    own process before it starts the ``--check`` child.
-
-    Raises:
-        HandlerError: empty, no colon, more than one colon, or a part that is not
-            a Python (dotted) name; the message shows the expected form.
-    """
-    if value is None or not str(value).strip():
-        raise HandlerError(f"HANDLER is empty: expected {_EXAMPLE}")
-    text = str(value).strip()
-    colons = text.count(":")
-    if colons == 0:
-        hint = ""
-        if text.endswith(".py") or "/" in text:
-            stem = text.rsplit("/", 1)[-1].removesuffix(".py") or "train"
-            hint = f" (did you mean '{stem}:handler'?)"
-        raise HandlerError(f"HANDLER {text!r} has no colon: expected {_EXAMPLE}{hint}")
-    if colons > 1:
-        raise HandlerError(
-            f"HANDLER {text!r} has {colons} colons: expected exactly one, as in {_EXAMPLE}"
-        )
-    module, function = (part.strip() for part in text.split(":"))
-    if not module:
-        raise HandlerError(f"HANDLER {text!r} has no module before the colon: expected {_EXAMPLE}")
-    if not function:
-        raise HandlerError(f"HANDLER {text!r} has no function after the colon: expected {_EXAMPLE}")
-    if module.endswith(".py") or "/" in module or "\\" in module:
-        stem = module.replace("\\", "/").rsplit("/", 1)[-1].removesuffix(".py")
-        raise HandlerError(
-            f"HANDLER {text!r}: {module!r} is a file path, not a module name; "
-            f"use the module name, e.g. '{stem}:{function}', and --source for its directory"
-        )
-    if not all(_is_identifier(part) for part in module.split(".")):
-        raise HandlerError(f"HANDLER {text!r}: {module!r} is not a Python module name")
-    if not _is_identifier(function):
-        raise HandlerError(f"HANDLER {text!r}: {function!r} is not a Python function name")
-    return HandlerSpec(module, function)
 
 
 def _module_location(module: ModuleType) -> str:

@@ -24,6 +24,7 @@ from ..config import (
     ENV_HANDLER,
     ENV_JOB_DEFINITION_NAME,
     ENV_JOB_DEFINITION_VERSION,
+    ENV_OUTCOME_FILE,
     ENV_RESULT_DIR,
     ENV_STORAGE_DIR,
     ENV_TRAINING_JOB_ID,
@@ -32,9 +33,8 @@ from ..config import (
 from ..errors import (
     ConfigurationError,
 )
-from ..validators import check_id, check_name
+from ..validators import HandlerError, HandlerSpec, check_id, check_name, parse_handler
 from .api_target import CREDENTIAL_ENV_NAMES, ENV_ORGANIZATION_ID
-from .child import ENV_OUTCOME_FILE, HandlerError, HandlerSpec, parse_handler
 
 if TYPE_CHECKING:  # pragma: no cover
     pass

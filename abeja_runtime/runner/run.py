@@ -48,6 +48,7 @@ from urllib.parse import quote
 from ..config import (
     ENV_CONTEXT,
     ENV_DATASETS,
+    ENV_OUTCOME_FILE,
     ENV_POLL_INTERVAL,
     ENV_STOP_GRACE,
     ENV_STORAGE_DIR,
@@ -67,9 +68,9 @@ from ..exit_codes import (
     exit_code_for_signal,
 )
 from ..job import job_environment
-from ..validators import check_name
+from ..validators import HandlerSpec, check_name
 from .api_target import CREDENTIAL_ENV_NAMES, ApiTarget, open_target
-from .child import ENV_OUTCOME_FILE, EXIT_BAD_HANDLER, HandlerSpec
+from .child import EXIT_BAD_HANDLER
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..emulator import Emulator
