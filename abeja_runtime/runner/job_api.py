@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     AbejaRuntimeError,
+    BadRequest,
     Conflict,
     MethodNotAllowed,
     NotFound,
@@ -23,9 +25,11 @@ from .api_target import ApiTarget
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
-from .console import _Console, format_progress
+from ..validators import HandlerSpec
+from .console import _Console, _human_size, format_progress
+from .source import SOURCE_EXCLUDED_DIRS, SOURCE_EXCLUDED_SUFFIXES, source_archive
 
-__all__ = ["RunResult"]
+__all__ = ["RunResult", "create_job", "ensure_definition", "upload_version"]
 
 
 # --------------------------------------------------------------------------- the job
@@ -187,3 +191,89 @@ class _JobStatus:
             return
         with contextlib.suppress(Conflict):
             self.api.client.stop_training_job(self.api.organization_id, self.name, self.job_id)
+
+
+def ensure_definition(api: ApiTarget, name: str, console: _Console) -> None:
+    """Reuse the job definition ``name``, or create it."""
+    client, org = api.client, api.organization_id
+    try:
+        client.get_training_job_definition(org, name, include_jobs=False)
+        console.note(f"job definition {name!r} (reused)")
+        return
+    except NotFound:
+        pass
+    try:
+        client.create_training_job_definition(org, name)
+        console.note(f"job definition {name!r} (created)")
+    except Conflict:  # created by someone else meanwhile
+        console.note(f"job definition {name!r} (reused)")
+
+
+def upload_version(
+    api: ApiTarget,
+    name: str,
+    spec: HandlerSpec,
+    source: Path,
+    image: str | None,
+    result_dir: Path | None,
+    console: _Console,
+) -> int:
+    """Upload ``source`` (without the result dir and the excluded names) as a new version."""
+    excluded = [result_dir] if result_dir is not None else []
+    parameters: dict[str, Any] = {"handler": str(spec)}
+    if image:
+        parameters["image"] = image
+    parameters["description"] = f"abeja-runtime run {spec} from {source}"
+    archive, files, size = source_archive(
+        source,
+        exclude_dirs=excluded,
+        exclude_names=SOURCE_EXCLUDED_DIRS,
+        exclude_suffixes=SOURCE_EXCLUDED_SUFFIXES,
+    )
+    version = api.client.create_training_job_definition_version_native_api(
+        api.organization_id, name, archive, parameters
+    )
+    number = int(version["job_definition_version"])
+    console.note(f"version {number} uploaded from {source} ({files} files, {_human_size(size)})")
+    return number
+
+
+def create_job(
+    api: ApiTarget,
+    name: str,
+    version: int,
+    *,
+    description: str,
+    env: Mapping[str, str],
+    datasets: Mapping[str, str],
+    console: _Console,
+) -> str:
+    """Operation 15, asking for ``exec_env: local`` where the server takes it.
+
+    ``exec_env`` is not a field of the platform's create-job body; our
+    emulators accept it as an extension so that a local run is recorded as
+    one. A server that refuses the field (400 naming it) gets the standard
+    body: a 400 created nothing, so asking again cannot duplicate the job.
+    """
+    body: dict[str, Any] = {"description": description, "exec_env": "local"}
+    if env:
+        body["environment"] = dict(env)
+    if datasets:
+        body["datasets"] = dict(datasets)
+    path = api.client.definition_path(api.organization_id, name, "versions", str(version), "jobs")
+    try:
+        job = api.client.request("POST", path, json=body, idempotent=False)
+    except BadRequest as exc:
+        if "exec_env" not in f"{exc.error_description} {exc.error_detail}":
+            raise
+        job = api.client.create_training_job(
+            api.organization_id,
+            name,
+            version,
+            datasets=dict(datasets) or None,
+            environment=dict(env) or None,
+            description=description,
+        )
+    job_id = str(job.get("training_job_id") or job.get("id"))
+    console.note(f"job {job_id} created ({name} version {version})")
+    return job_id

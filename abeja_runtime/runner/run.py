@@ -57,9 +57,6 @@ from ..config import (
 )
 from ..errors import (
     AbejaRuntimeError,
-    BadRequest,
-    Conflict,
-    NotFound,
 )
 from ..exit_codes import (
     EXIT_FAILURE,
@@ -74,7 +71,7 @@ from .child import EXIT_BAD_HANDLER
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..emulator import Emulator
-from .console import _Console, _human_size, _is_live, _pump, format_progress
+from .console import _Console, _is_live, _pump, format_progress
 from .inputs import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_POLL_INTERVAL,
@@ -85,7 +82,14 @@ from .inputs import (
     check_handler,
     default_definition_name,
 )
-from .job_api import RunResult, _JobStatus, _JobWatcher
+from .job_api import (
+    RunResult,
+    _JobStatus,
+    _JobWatcher,
+    create_job,
+    ensure_definition,
+    upload_version,
+)
 from .process import (
     _child_pythonpath,
     _forwarded_signals,
@@ -95,10 +99,7 @@ from .process import (
     kill_process_tree,
 )
 from .source import (
-    SOURCE_EXCLUDED_DIRS,
-    SOURCE_EXCLUDED_SUFFIXES,
     _directory_is_empty,
-    source_archive,
     upload_result_dir_as_model,
 )
 
@@ -150,76 +151,23 @@ class _Run:
     # -- set-up -------------------------------------------------------------------------
 
     def _ensure_definition(self) -> None:
-        client, org = self.api.client, self.api.organization_id
-        try:
-            client.get_training_job_definition(org, self.name, include_jobs=False)
-            self.console.note(f"job definition {self.name!r} (reused)")
-            return
-        except NotFound:
-            pass
-        try:
-            client.create_training_job_definition(org, self.name)
-            self.console.note(f"job definition {self.name!r} (created)")
-        except Conflict:  # created by someone else meanwhile
-            self.console.note(f"job definition {self.name!r} (reused)")
+        ensure_definition(self.api, self.name, self.console)
 
     def _upload_version(self, result_dir: Path | None) -> int:
-        excluded = [result_dir] if result_dir is not None else []
-        parameters: dict[str, Any] = {"handler": str(self.spec)}
-        if self.image:
-            parameters["image"] = self.image
-        parameters["description"] = f"abeja-runtime run {self.spec} from {self.source}"
-        archive, files, size = source_archive(
-            self.source,
-            exclude_dirs=excluded,
-            exclude_names=SOURCE_EXCLUDED_DIRS,
-            exclude_suffixes=SOURCE_EXCLUDED_SUFFIXES,
+        return upload_version(
+            self.api, self.name, self.spec, self.source, self.image, result_dir, self.console
         )
-        version = self.api.client.create_training_job_definition_version_native_api(
-            self.api.organization_id, self.name, archive, parameters
-        )
-        number = int(version["job_definition_version"])
-        self.console.note(
-            f"version {number} uploaded from {self.source} ({files} files, {_human_size(size)})"
-        )
-        return number
 
     def _create_job(self, version: int) -> str:
-        """Operation 15, asking for ``exec_env: local`` where the server takes it.
-
-        ``exec_env`` is not a field of the platform's create-job body; our
-        emulators accept it as an extension so that a local run is recorded as
-        one. A server that refuses the field (400 naming it) gets the standard
-        body: a 400 created nothing, so asking again cannot duplicate the job.
-        """
-        body: dict[str, Any] = {
-            "description": self.description or f"abeja-runtime run {self.spec}",
-            "exec_env": "local",
-        }
-        if self.env:
-            body["environment"] = self.env
-        if self.datasets:
-            body["datasets"] = self.datasets
-        path = (
-            f"/organizations/{quote(self.api.organization_id, safe='')}/training/definitions/"
-            f"{quote(self.name, safe='')}/versions/{version}/jobs"
+        return create_job(
+            self.api,
+            self.name,
+            version,
+            description=self.description or f"abeja-runtime run {self.spec}",
+            env=self.env,
+            datasets=self.datasets,
+            console=self.console,
         )
-        try:
-            job = self.api.client.request("POST", path, json=body, idempotent=False)
-        except BadRequest as exc:
-            if "exec_env" not in f"{exc.error_description} {exc.error_detail}":
-                raise
-            job = self.api.client.create_training_job(
-                self.api.organization_id,
-                self.name,
-                version,
-                datasets=self.datasets or None,
-                environment=self.env or None,
-                description=body["description"],
-            )
-        job_id = str(job.get("training_job_id") or job.get("id"))
-        self.console.note(f"job {job_id} created ({self.name} version {version})")
-        return job_id
 
     def _child_env(self, prepared: _Prepared, outcome: Path) -> dict[str, str]:
         env = dict(os.environ)

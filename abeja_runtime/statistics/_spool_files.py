@@ -1,8 +1,11 @@
-"""The spool's on-disk pieces: its line format, its state line and its file lock.
+"""The spool's on-disk pieces: where it is, its files, their format and its file lock.
 
 Kept apart from :mod:`abeja_runtime.statistics.spool` (which decides what is written and sent)
 so that the format can be read, and tested, on its own.
 
+* A job's spool is ``<spool root>/<training job id>`` (:func:`default_spool_dir`);
+  the root is ``ABEJA_RUNTIME_SPOOL_DIR``, else ``.abeja-runtime/spool`` under the
+  storage or result dir.
 * A record line is ``"<crc32 hex> <json>\\n"``: a line whose checksum or JSON does
   not check (a killed writer, a full disk) is recognised and skipped alone.
 * The state line is ``"<crc> <next seq> <acknowledged seq>\\n"``, fixed width, so an
@@ -20,8 +23,18 @@ import errno
 import json
 import os
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from ..config import (
+    ENV_RESULT_DIR,
+    ENV_SPOOL,
+    ENV_SPOOL_DIR,
+    ENV_STORAGE_DIR,
+    RUNTIME_DIR_NAME,
+    env_flag,
+)
 
 try:  # POSIX
     import fcntl
@@ -30,7 +43,67 @@ try:  # POSIX
 except ImportError:  # pragma: no cover - Windows
     _HAVE_FCNTL = False
 
-__all__ = ["STATE_LEN", "Flock", "decode_state", "encode_state", "line_of", "parse_line"]
+__all__ = [
+    "DATA_FILE_NAME",
+    "LOCK_NAME",
+    "SENDER_LOCK_NAME",
+    "SPOOL_SUBDIR",
+    "STATE_FILE_NAME",
+    "STATE_LEN",
+    "Flock",
+    "decode_state",
+    "default_spool_dir",
+    "encode_state",
+    "has_leftovers",
+    "line_of",
+    "parse_line",
+    "spool_enabled",
+    "spool_root",
+]
+
+DATA_FILE_NAME = "records.log"
+STATE_FILE_NAME = "state"
+LOCK_NAME = "spool.lock"
+SENDER_LOCK_NAME = "sender.lock"
+#: the library's own working directory name (never part of an uploaded model or source)
+SPOOL_SUBDIR = os.path.join(RUNTIME_DIR_NAME, "spool")
+
+
+def spool_enabled(environ: Mapping[str, str] | None = None) -> bool:
+    """``ABEJA_RUNTIME_SPOOL`` (default on), parsed by :func:`abeja_runtime.config.env_flag`.
+
+    Raises:
+        ConfigurationError: the variable holds something other than an on/off word.
+    """
+    return env_flag(ENV_SPOOL, True, environ)
+
+
+def has_leftovers(directory: str | os.PathLike[str]) -> bool:
+    """True when the spool in ``directory`` may hold undelivered records (one ``stat``).
+
+    Cheap enough for every reporter start and for ``import abeja_runtime``: what an
+    earlier process left must go first, without waiting for a new report.
+    """
+    try:
+        return os.stat(os.path.join(directory, DATA_FILE_NAME)).st_size > 0
+    except OSError:
+        return False
+
+
+def spool_root(environ: Mapping[str, str] | None = None) -> Path:
+    """The directory holding one spool per job (see the module docs)."""
+    env = os.environ if environ is None else environ
+    explicit = env.get(ENV_SPOOL_DIR, "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    base = env.get(ENV_STORAGE_DIR, "").strip() or env.get(ENV_RESULT_DIR, "").strip() or "."
+    return Path(base) / SPOOL_SUBDIR
+
+
+def default_spool_dir(training_job_id: str, environ: Mapping[str, str] | None = None) -> Path:
+    """``<spool root>/<training job id>``: the spool a job's processes share."""
+    return spool_root(environ) / training_job_id
+
 
 #: the state line: "<crc> <next seq> <acknowledged seq>\n", fixed width so that an
 #: in-place rewrite never leaves old bytes behind

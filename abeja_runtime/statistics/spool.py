@@ -80,17 +80,28 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from ..config import (
-    ENV_RESULT_DIR,
     ENV_SPOOL,
     ENV_SPOOL_DIR,
-    ENV_STORAGE_DIR,
-    RUNTIME_DIR_NAME,
-    env_flag,
 )
 from ..errors import StatisticsError
 from ..jsonsafe import to_json_safe
 from ._documents import convert_document
-from ._spool_files import STATE_LEN, Flock, decode_state, encode_state, line_of, parse_line
+from ._spool_files import (
+    DATA_FILE_NAME,
+    LOCK_NAME,
+    SENDER_LOCK_NAME,
+    STATE_FILE_NAME,
+    STATE_LEN,
+    Flock,
+    decode_state,
+    default_spool_dir,
+    encode_state,
+    has_leftovers,
+    line_of,
+    parse_line,
+    spool_enabled,
+    spool_root,
+)
 
 __all__ = [
     "DATA_FILE_NAME",
@@ -101,17 +112,11 @@ __all__ = [
     "SpoolBusyError",
     "SpoolRecord",
     "default_spool_dir",
+    "has_leftovers",
     "spool_enabled",
     "spool_root",
 ]
 
-
-DATA_FILE_NAME = "records.log"
-STATE_FILE_NAME = "state"
-LOCK_NAME = "spool.lock"
-SENDER_LOCK_NAME = "sender.lock"
-#: the library's own working directory name (never part of an uploaded model or source)
-SPOOL_SUBDIR = os.path.join(RUNTIME_DIR_NAME, "spool")
 
 #: how long the training thread waits for the spool's thread lock before giving up on
 #: this record (kept in memory instead): a SIGTERM handler that interrupted an append on
@@ -148,42 +153,6 @@ class SpoolRecord(NamedTuple):
     lseq: int
     job: dict[str, str] | None
     line: int
-
-
-def spool_enabled(environ: Mapping[str, str] | None = None) -> bool:
-    """``ABEJA_RUNTIME_SPOOL`` (default on), parsed by :func:`abeja_runtime.config.env_flag`.
-
-    Raises:
-        ConfigurationError: the variable holds something other than an on/off word.
-    """
-    return env_flag(ENV_SPOOL, True, environ)
-
-
-def has_leftovers(directory: str | os.PathLike[str]) -> bool:
-    """True when the spool in ``directory`` may hold undelivered records (one ``stat``).
-
-    Cheap enough for every reporter start and for ``import abeja_runtime``: what an
-    earlier process left must go first, without waiting for a new report.
-    """
-    try:
-        return os.stat(os.path.join(directory, DATA_FILE_NAME)).st_size > 0
-    except OSError:
-        return False
-
-
-def spool_root(environ: Mapping[str, str] | None = None) -> Path:
-    """The directory holding one spool per job (see the module docs)."""
-    env = os.environ if environ is None else environ
-    explicit = env.get(ENV_SPOOL_DIR, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    base = env.get(ENV_STORAGE_DIR, "").strip() or env.get(ENV_RESULT_DIR, "").strip() or "."
-    return Path(base) / SPOOL_SUBDIR
-
-
-def default_spool_dir(training_job_id: str, environ: Mapping[str, str] | None = None) -> Path:
-    """``<spool root>/<training job id>``: the spool a job's processes share."""
-    return spool_root(environ) / training_job_id
 
 
 _SPOOLS: weakref.WeakSet[Spool] = weakref.WeakSet()
