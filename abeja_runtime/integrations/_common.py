@@ -21,6 +21,7 @@ from ..errors import StatisticsError
 from ..job import rank_info
 from ..jsonsafe import is_tensor_like
 from ..statistics import check_value
+from ..statistics._documents import warn_once
 from ..statistics.reporter import StatisticsReporter, get_reporter
 
 __all__ = [
@@ -75,10 +76,7 @@ def fraction_done(done: float, total: float | None) -> float | None:
 
 
 def _warn_once(warned: set[str], key: str, message: str, *args: Any) -> None:
-    if key in warned:
-        return
-    warned.add(key)
-    logger.warning(message, *args)
+    warn_once(warned, key, message, *args, log=logger)
 
 
 def clean_metrics(metrics: Mapping[Any, Any], path: str, warned: set[str]) -> dict[str, Any]:

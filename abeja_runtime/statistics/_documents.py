@@ -55,13 +55,18 @@ class Snapshot(NamedTuple):
     barrier: int = 0
 
 
-def warn_once(seen: set[str], key: str, message: str, *args: Any) -> None:
-    """Log at WARNING the first time ``key`` is seen, at DEBUG after that (no log floods)."""
+def warn_once(
+    seen: set[str], key: str, message: str, *args: Any, log: logging.Logger = logger
+) -> None:
+    """Log at WARNING the first time ``key`` is seen, at DEBUG after that (no log floods).
+
+    The one such helper: the integrations pass their own logger (``log``).
+    """
     if key in seen:
-        logger.debug(message, *args)
+        log.debug(message, *args)
     else:
         seen.add(key)
-        logger.warning(message, *args)
+        log.warning(message, *args)
 
 
 def copy_document(document: Mapping[str, Any]) -> dict[str, Any]:
