@@ -19,6 +19,7 @@ from ._arguments import (
     _opt_str,
 )
 from ._client_base import _ClientBase
+from ._model_send import send_model_path
 
 if TYPE_CHECKING:  # pragma: no cover
     from .client import APIClient
@@ -89,8 +90,6 @@ class _ModelOperations(_ClientBase):
         params_json = _json_value(dict(_opt_mapping(parameters, "parameters") or {}), "parameters")
         if isinstance(model_data, (str, os.PathLike)):
             # a path: the streamed stored zip of upload_model, its checksum and duplicate guard
-            from ..artifacts.models import send_model_path
-
             _readable_path(model_data, "model_data")
             return send_model_path(
                 cast("APIClient", self),

@@ -22,16 +22,12 @@ from typing import Any
 import requests
 
 from ..config import IO_CHUNK_SIZE
-from ..errors import AbejaRuntimeError, APIConnectionError, HttpError
+from ..errors import APIConnectionError, HttpError, ModelChecksumError
 
 __all__ = ["ModelChecksumError", "fetch_verified"]
 
 #: (connect, read) seconds when the caller gives none
 DEFAULT_TIMEOUT = (30.0, 300.0)
-
-
-class ModelChecksumError(AbejaRuntimeError):
-    """The bytes the server stored (or sent back) differ from the ones we have."""
 
 
 def _expected_set(expected: str | Collection[str] | None) -> set[str]:
