@@ -6,7 +6,8 @@
 ``_``-prefixed modules here; ``spool`` the on-disk journal of must-deliver epoch ends;
 ``delivery`` posting a spool (what ``abeja-runtime sync`` and ``run`` share); ``sinks``
 and ``sysmetrics`` the other ends. This wing imports only the core and ``api`` (see
-``CONTRIBUTING.md``). The reporter's names load lazily.
+``CONTRIBUTING.md``). Names load lazily: ``import abeja_runtime`` imports this package
+(for its process hooks) and must stay as cheap as before.
 """
 
 from __future__ import annotations
@@ -14,21 +15,32 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .document import (
-    STAGES,
-    STATISTICS,
-    Statistics,
-    check_document,
-    check_epoch,
-    check_progress,
-    check_value,
-)
-
 if TYPE_CHECKING:  # pragma: no cover
     from ._default_reporter import default_last_document
+    from .document import (
+        STAGES,
+        STATISTICS,
+        Statistics,
+        check_document,
+        check_epoch,
+        check_progress,
+        check_value,
+    )
     from .reporter import StatisticsReporter, flush, get_reporter, report
 
 _LAZY: dict[str, str] = {
+    **dict.fromkeys(
+        (
+            "STAGES",
+            "STATISTICS",
+            "Statistics",
+            "check_document",
+            "check_epoch",
+            "check_progress",
+            "check_value",
+        ),
+        "abeja_runtime.statistics.document",
+    ),
     "default_last_document": "abeja_runtime.statistics._default_reporter",
     "StatisticsReporter": "abeja_runtime.statistics.reporter",
     "flush": "abeja_runtime.statistics.reporter",
