@@ -28,6 +28,7 @@ function is allowed to point back.
 from __future__ import annotations
 
 import ast
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -216,8 +217,6 @@ print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith("ab
 
 @pytest.mark.parametrize("checked", ["api", "statistics", "artifacts", "emulator", "integrations"])
 def test_importing_a_wing_loads_nothing_above_it(checked: str) -> None:
-    import json
-
     names = [m for m in MODULES if wing(m) == checked]
     out = subprocess.run(
         [sys.executable, "-c", _LOADED, *names],
@@ -231,13 +230,20 @@ def test_importing_a_wing_loads_nothing_above_it(checked: str) -> None:
     assert not above, f"importing {checked} loaded {above}"
 
 
-def test_import_abeja_runtime_loads_no_runner_cli_or_emulator() -> None:
+def test_import_abeja_runtime_loads_only_its_face_and_the_process_hooks() -> None:
+    """``import abeja_runtime`` stays as cheap as before the wings: faces load lazily."""
     code = (
-        "import sys, abeja_runtime; "
-        "print(sorted(m for m in sys.modules if m.startswith(('abeja_runtime.runner', "
-        "'abeja_runtime.cli', 'abeja_runtime.emulator'))))"
+        "import json, sys, abeja_runtime; "
+        "print(json.dumps(sorted(m for m in sys.modules if m.startswith('abeja_runtime'))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     ).stdout
-    assert out.strip() == "[]"
+    assert json.loads(out) == [
+        NAME,
+        f"{NAME}._version",
+        f"{NAME}.config",
+        f"{NAME}.errors",
+        f"{NAME}.statistics",
+        f"{NAME}.statistics._process_hooks",
+    ]
