@@ -35,27 +35,27 @@ from .errors import (
 )
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .client import APIClient
+    from .api.client import APIClient
+    from .artifacts.models import download_model, upload_model
     from .config import Credential
     from .emulator import Emulator
     from .job import JobContext
-    from .models import download_model, upload_model
-    from .reporter import StatisticsReporter, flush, get_reporter, report
     from .statistics import Statistics
+    from .statistics.reporter import StatisticsReporter, flush, get_reporter, report
 
 # public name -> module that defines it, imported on first access
 _LAZY: dict[str, str] = {
-    "APIClient": "abeja_runtime.client",
+    "APIClient": "abeja_runtime.api.client",
     "Credential": "abeja_runtime.config",
     "Emulator": "abeja_runtime.emulator",
     "JobContext": "abeja_runtime.job",
     "Statistics": "abeja_runtime.statistics",
-    "StatisticsReporter": "abeja_runtime.reporter",
-    "flush": "abeja_runtime.reporter",
-    "get_reporter": "abeja_runtime.reporter",
-    "report": "abeja_runtime.reporter",
-    "download_model": "abeja_runtime.models",
-    "upload_model": "abeja_runtime.models",
+    "StatisticsReporter": "abeja_runtime.statistics.reporter",
+    "flush": "abeja_runtime.statistics.reporter",
+    "get_reporter": "abeja_runtime.statistics.reporter",
+    "report": "abeja_runtime.statistics.reporter",
+    "download_model": "abeja_runtime.artifacts.models",
+    "upload_model": "abeja_runtime.artifacts.models",
 }
 
 __all__ = [
@@ -106,6 +106,6 @@ def __dir__() -> list[str]:
 # Inside a training job: install the SIGTERM flush while this is the main thread (a
 # reporter first used on a worker thread could not), and send what an earlier process
 # of the job left in the spool at exit even if this one never reports. Cheap (a stat).
-from . import _process_hooks  # noqa: E402
+from .statistics import _process_hooks  # noqa: E402
 
 _process_hooks.at_import()

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .config import IO_CHUNK_SIZE
 from .errors import InvalidDataFormat
 
 __all__ = [
@@ -42,9 +43,8 @@ __all__ = [
     "warn_skipped",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("abeja_runtime.archive")
 
-_COPY_CHUNK = 1024 * 1024
 
 #: most entries an extracted archive may hold (``max_entries`` raises it)
 DEFAULT_MAX_ENTRIES = 100_000
@@ -211,7 +211,7 @@ def safe_extract(
                 )
             try:
                 with zf.open(info) as src, open(target, "wb") as out:
-                    shutil.copyfileobj(src, out, _COPY_CHUNK)
+                    shutil.copyfileobj(src, out, IO_CHUNK_SIZE)
             except (zipfile.BadZipFile, EOFError) as exc:  # a CRC or length mismatch
                 target.unlink(missing_ok=True)
                 raise InvalidDataFormat(
@@ -370,7 +370,7 @@ class StreamedZip:
     """
 
     def __init__(
-        self, entries: Sequence[tuple[Path, str]], *, chunk_size: int = _COPY_CHUNK
+        self, entries: Sequence[tuple[Path, str]], *, chunk_size: int = IO_CHUNK_SIZE
     ) -> None:
         seen: dict[str, Path] = {}
         for path, name in entries:
@@ -392,8 +392,8 @@ class StreamedZip:
         # 64 KiB: 16 reads, 16 objects and a join per MiB sent. 1 MiB pieces go
         # out as they are read (measured: 0.1 CPU s/GiB less). Only ever raised;
         # other zipstream users in the process just read in larger pieces.
-        if getattr(zipstream.ng, "READ_BUFFER", _COPY_CHUNK) < _COPY_CHUNK:
-            zipstream.ng.READ_BUFFER = _COPY_CHUNK
+        if getattr(zipstream.ng, "READ_BUFFER", IO_CHUNK_SIZE) < IO_CHUNK_SIZE:
+            zipstream.ng.READ_BUFFER = IO_CHUNK_SIZE
         zs = zipstream.ZipStream(compress_type=zipstream.ZIP_STORED, sized=True)
         for path, name in self.entries:
             try:

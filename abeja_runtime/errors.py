@@ -32,6 +32,7 @@ __all__ = [
     "InvalidResponseError",
     "JobContextError",
     "MethodNotAllowed",
+    "ModelChecksumError",
     "NotFound",
     "StatisticsError",
     "Unauthorized",
@@ -69,6 +70,10 @@ class JobContextError(ConfigurationError):
         super().__init__(message)
         self.missing: list[str] = list(missing or [])
         self.invalid: dict[str, str] = dict(invalid or {})
+
+
+class ModelChecksumError(AbejaRuntimeError):
+    """The bytes the server stored (or sent back) differ from the ones we have."""
 
 
 class StatisticsError(AbejaRuntimeError, ValueError):

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -63,10 +62,10 @@ from .config import (
     resolve_credential,
 )
 from .errors import ConfigurationError, JobContextError
-from .validators import check_id, check_name, check_version
+from .validators import HandlerError, check_id, check_name, check_version, parse_handler
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .client import APIClient
+    from .api.client import APIClient
 
 __all__ = [
     "ENV_CONTEXT",
@@ -82,6 +81,7 @@ __all__ = [
     "REQUIRED_ENV",
     "JobContext",
     "RankInfo",
+    "job_environment",
     "rank_info",
 ]
 
@@ -103,7 +103,6 @@ RANK_ENV_FAMILIES: tuple[tuple[str, str, str, str], ...] = (
     ("slurm", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NTASKS"),
 )
 
-_HANDLER_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 
 _HOW_TO_RUN_LOCALLY = (
     "To run a handler locally, use `abeja-runtime run train:handler` (starts a local "
@@ -383,11 +382,11 @@ class JobContext:
             invalid[ENV_API_URL] = str(exc).removeprefix(ENV_API_URL).strip()
 
         handler = env.get(ENV_HANDLER, "").strip() or None
-        if handler is not None and not _HANDLER_RE.match(handler):
-            invalid[ENV_HANDLER] = (
-                f"must be 'module:function' with exactly one colon, e.g. 'train:handler', "
-                f"got {handler!r}"
-            )
+        if handler is not None:
+            try:
+                parse_handler(handler)
+            except HandlerError as exc:
+                invalid[ENV_HANDLER] = str(exc).removeprefix("HANDLER").strip()
 
         raw_datasets = _json_object(ENV_DATASETS, env.get(ENV_DATASETS, ""), invalid)
         datasets: dict[str, str] = {}
@@ -430,30 +429,65 @@ class JobContext:
         Useful to start a subprocess of the same job. Contains the credential's secret:
         pass it to a process, never print it.
         """
-        env = {
-            ENV_ORGANIZATION_ID: self.organization_id,
-            ENV_JOB_DEFINITION_NAME: self.job_definition_name,
-            ENV_JOB_DEFINITION_VERSION: str(self.job_definition_version),
-            ENV_TRAINING_JOB_ID: self.training_job_id,
-            ENV_API_URL: self.api_url,
-            ENV_RESULT_DIR: str(self.result_dir),
-            ENV_DATASETS: json.dumps(self.datasets),
-            ENV_CONTEXT: json.dumps({k: v for k, v in self.context.items() if k != "datasets"}),
-        }
+        env = job_environment(
+            organization_id=self.organization_id,
+            job_definition_name=self.job_definition_name,
+            job_definition_version=self.job_definition_version,
+            training_job_id=self.training_job_id,
+            api_url=self.api_url,
+            handler=self.handler,
+            datasets=self.datasets,
+            context={k: v for k, v in self.context.items() if k != "datasets"},
+            result_dir=self.result_dir,
+            storage_dir=self.storage_dir,
+        )
         env.update(self.credential.as_env())
-        if self.storage_dir is not None:
-            env[ENV_STORAGE_DIR] = str(self.storage_dir)
-        if self.handler is not None:
-            env[ENV_HANDLER] = self.handler
         return env
 
     def create_client(
         self, *, timeout: float | None = None, max_retry_count: int | None = None
     ) -> APIClient:
-        """An :class:`~abeja_runtime.client.APIClient` for this job's API and credential."""
-        from .client import APIClient
+        """An :class:`~abeja_runtime.api.client.APIClient` for this job's API and credential."""
+        from .api.client import APIClient
 
         return APIClient(self.credential, timeout, max_retry_count, base_url=self.api_url)
+
+
+def job_environment(
+    *,
+    organization_id: str,
+    job_definition_name: str,
+    job_definition_version: int | str,
+    training_job_id: str,
+    api_url: str,
+    handler: str | None = None,
+    datasets: Mapping[str, str] | None = None,
+    context: Mapping[str, Any] | None = None,
+    result_dir: str | os.PathLike[str] | None = None,
+    storage_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, str]:
+    """The variables the platform sets inside a training job, but the credential.
+
+    The one place they are built: :meth:`JobContext.as_env`, the runner's child
+    process and the emulator's :meth:`~abeja_runtime.emulator.Emulator.job_environment`
+    all use it. ``HANDLER`` and the two directories are left out when ``None``.
+    """
+    env = {
+        ENV_ORGANIZATION_ID: organization_id,
+        ENV_JOB_DEFINITION_NAME: job_definition_name,
+        ENV_JOB_DEFINITION_VERSION: str(job_definition_version),
+        ENV_TRAINING_JOB_ID: training_job_id,
+        ENV_API_URL: api_url,
+        ENV_DATASETS: json.dumps(dict(datasets or {}), separators=(",", ":")),
+        ENV_CONTEXT: json.dumps(dict(context or {}), separators=(",", ":")),
+    }
+    if handler is not None:
+        env[ENV_HANDLER] = handler
+    if result_dir is not None:
+        env[ENV_RESULT_DIR] = str(result_dir)
+    if storage_dir is not None:
+        env[ENV_STORAGE_DIR] = str(storage_dir)
+    return env
 
 
 def _describe(missing: list[str], invalid: Mapping[str, str]) -> str:

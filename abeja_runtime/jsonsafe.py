@@ -13,14 +13,13 @@ tensor, ``.tolist()``), so nothing here imports numpy or torch.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
 
 from .errors import StatisticsError
 
-__all__ = ["dumps", "is_tensor_like", "to_json_safe"]
+__all__ = ["is_tensor_like", "to_json_safe"]
 
 _MAX_DEPTH = 32
 
@@ -99,8 +98,3 @@ def to_json_safe(value: Any, path: str = "statistics", _depth: int = 0) -> Any:
         f"{path}: {type(value).__name__} is not a JSON value; use a number, string, bool, "
         "None, a numpy/torch scalar, or a dict/list of those"
     )
-
-
-def dumps(value: Any) -> str:
-    """Strict, compact JSON of ``to_json_safe(value)`` (never emits NaN/Infinity tokens)."""
-    return json.dumps(to_json_safe(value), allow_nan=False, separators=(",", ":"))

@@ -2,7 +2,7 @@
 
 Every place that builds or receives a statistics document checks it here and nowhere
 else: :class:`~abeja_runtime.statistics.Statistics`, ``report()`` (the reporter),
-:meth:`APIClient.update_statistics <abeja_runtime.client.APIClient.update_statistics>`
+:meth:`APIClient.update_statistics <abeja_runtime.api.client.APIClient.update_statistics>`
 and the emulator's ``update_statistics`` endpoint. Why one module: when the client
 accepts a value that the server refuses, the refusal comes back on a background thread
 long after the line that made it, and (because reports merge into one document) every
@@ -66,6 +66,7 @@ __all__ = [
     "check_stage_name",
     "check_value",
     "check_wire_document",
+    "progress_fraction",
     "size_bound",
 ]
 
@@ -540,3 +541,25 @@ def check_wire_document(document: Any, path: str = "statistics") -> dict[str, An
     if size > MAX_DOCUMENT_BYTES:
         raise _too_large(size, path, exact=True)
     return document
+
+
+def progress_fraction(statistics: Mapping[str, Any] | None) -> float | None:
+    """A statistics document's progress in [0, 1]: ``progress_percentage``, else epochs.
+
+    A job that reports only epochs (once an epoch is common) still gets a full bar when
+    it is done; ``None`` when neither is there.
+    """
+    if not statistics:
+        return None
+
+    def number(value: Any) -> float | None:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        return float(value) if ok and math.isfinite(value) else None
+
+    fraction = number(statistics.get("progress_percentage"))
+    if fraction is None:
+        epoch, total = number(statistics.get("epoch")), number(statistics.get("num_epochs"))
+        if epoch is None or total is None or total <= 0:
+            return None
+        fraction = epoch / total
+    return min(1.0, max(0.0, fraction))

@@ -29,7 +29,7 @@ import requests
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from abeja_runtime.client import APIClient
+from abeja_runtime.api.client import APIClient
 
 ORG = "1102940376065"
 NAME = "bench"

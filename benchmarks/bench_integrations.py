@@ -41,8 +41,8 @@ os.environ.setdefault("KERAS_BACKEND", "torch")
 
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
-from abeja_runtime.sinks import MemorySink
+from abeja_runtime.statistics.reporter import StatisticsReporter
+from abeja_runtime.statistics.sinks import MemorySink
 
 TARGET = 0.01
 WITHOUT = "without"

@@ -222,8 +222,8 @@ def _worker(mode: str, file: str, url: str) -> None:
     import psutil
     import requests
 
-    from abeja_runtime.client import APIClient
-    from abeja_runtime.models import upload_model
+    from abeja_runtime.api.client import APIClient
+    from abeja_runtime.artifacts.models import upload_model
 
     org, name, job, token = (os.environ[k] for k in ("B_ORG", "B_NAME", "B_JOB", "B_TOKEN"))
     path = f"/organizations/{org}/training/definitions/{name}/models"

@@ -10,7 +10,7 @@ What is measured, in one run on one machine:
 2. ``wandb.log(...)`` in offline mode (``WANDB_MODE=offline``, a temporary dir), the
    same values, same harness: the baseline the targets are stated against.
 3. System metrics on vs off (issue 17): the same ``report()`` loop through two
-   reporters, one whose :class:`~abeja_runtime.sysmetrics.SystemMetrics` timer samples
+   reporters, one whose :class:`~abeja_runtime.statistics.sysmetrics.SystemMetrics` timer samples
    every 0.1 s (100 times the default rate) and one without, alternating rounds; the
    ratio of their p50 and of the loop's time must stay ~1.0 (the timer thread does
    the sampling, never the training thread). ``bench_sysmetrics.py`` measures it on a
@@ -47,9 +47,9 @@ from typing import Any
 
 import psutil
 
-from abeja_runtime import reporter as reporter_module
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
+from abeja_runtime.statistics import reporter as reporter_module
+from abeja_runtime.statistics.reporter import StatisticsReporter
 
 ORG = "1234567890123"
 JOB = "2345678901234"
@@ -175,7 +175,7 @@ def bench_system_metrics(
 
     Returns (on, off) percentiles over all rounds and the loop time per call, on and off.
     """
-    from abeja_runtime.sysmetrics import SystemMetrics
+    from abeja_runtime.statistics.sysmetrics import SystemMetrics
 
     server = start_server()
     url = f"http://127.0.0.1:{server.server_address[1]}"

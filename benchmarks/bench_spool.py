@@ -28,8 +28,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from abeja_runtime.reporter import StatisticsReporter
-from abeja_runtime.sinks import MemorySink
+from abeja_runtime.statistics.reporter import StatisticsReporter
+from abeja_runtime.statistics.sinks import MemorySink
 
 
 class _NullSink(MemorySink):

@@ -6,7 +6,7 @@ What is measured, in one process, rounds alternating which variant goes first:
   part of a real step the interpreter runs) and one step-level ``report()``, with a
   GIL-free pause every 100 steps (kernel launches, data loading), the reporter posting to
   a local HTTP server every ``--post-interval`` seconds;
-* "on": the reporter has a :class:`~abeja_runtime.sysmetrics.SystemMetrics` whose timer
+* "on": the reporter has a :class:`~abeja_runtime.statistics.sysmetrics.SystemMetrics` whose timer
   samples every ``--interval`` seconds (default 0.1 s: 100 times the default rate, so that
   its cost, if any, shows in a short run), and every post carries the ``system`` key;
 * "off": the same reporter without system metrics.
@@ -32,8 +32,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
-from abeja_runtime.sysmetrics import SystemMetrics, _Probe
+from abeja_runtime.statistics.reporter import StatisticsReporter
+from abeja_runtime.statistics.sysmetrics import SystemMetrics, _Probe
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 @pytest.fixture(autouse=True)
 def _private_statistics_spool(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Each test's reporters spool under its own temp dir (abeja_runtime.spool).
+    """Each test's reporters spool under its own temp dir (abeja_runtime.statistics.spool).
 
     Inside a job the spool is on by default, under the result dir (``.`` when unset):
     without this, tests would leave spools in the working tree, and tests that reuse

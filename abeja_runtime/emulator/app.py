@@ -36,7 +36,7 @@ from werkzeug.wrappers import Request, Response
 from ..errors import Forbidden, HttpError, MethodNotAllowed, NotFound, Unauthorized
 from . import validation as v
 from .dashboard import Dashboard
-from .signing import UrlSigner
+from .signing import BLOB_PREFIX, UrlSigner
 from .store import Store
 from .uploads import MultipartUpload
 
@@ -48,7 +48,6 @@ __all__ = ["EmulatorApp"]
 logger = logging.getLogger("abeja_runtime.emulator")
 
 _PREFIX = ("organizations", "{org}", "training")
-BLOB_PREFIX = "/_emulator/blobs/models/"
 
 Handler = Callable[[Request, dict[str, str]], "dict[str, Any] | Response"]
 

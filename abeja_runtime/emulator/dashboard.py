@@ -54,6 +54,7 @@ from werkzeug.wrappers import Request, Response
 
 from ..errors import HttpError, NotFound
 from . import dashboard_pages as pages
+from . import dashboard_queries as queries
 from . import validation as v
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -335,8 +336,11 @@ class Dashboard:
 
     def _definitions_page(self, request: Request) -> str:
         page = _int_arg(request, "page", 1, 1, 10**9)
-        summaries = self.store.definition_summaries(
-            self._org, offset=(page - 1) * DEFINITIONS_PER_PAGE, limit=DEFINITIONS_PER_PAGE
+        summaries = queries.definition_summaries(
+            self.store,
+            self._org,
+            offset=(page - 1) * DEFINITIONS_PER_PAGE,
+            limit=DEFINITIONS_PER_PAGE,
         )
         return pages.definitions_page(summaries, page)
 
@@ -346,7 +350,8 @@ class Dashboard:
         model_page = _int_arg(request, "mpage", 1, 1, 10**9)
         definition = self.store.get_definition(self._org, name, include_jobs=False)
         definition.pop("versions", None)
-        versions = self.store.list_versions_page(
+        versions = queries.list_versions_page(
+            self.store,
             self._org,
             name,
             offset=(version_page - 1) * VERSIONS_PER_PAGE,
@@ -359,8 +364,12 @@ class Dashboard:
             offset=(job_page - 1) * JOBS_PER_PAGE,
             limit=JOBS_PER_PAGE,
         )
-        models = self.store.list_models_page(
-            self._org, name, offset=(model_page - 1) * MODELS_PER_PAGE, limit=MODELS_PER_PAGE
+        models = queries.list_models_page(
+            self.store,
+            self._org,
+            name,
+            offset=(model_page - 1) * MODELS_PER_PAGE,
+            limit=MODELS_PER_PAGE,
         )
         return pages.definition_page(
             definition,
@@ -372,8 +381,8 @@ class Dashboard:
 
     def _job_page(self, name: str, job_id: str) -> str:
         job = self.store.get_job(self._org, name, job_id)
-        models = self.store.list_models_page(
-            self._org, name, offset=0, limit=MODELS_PER_PAGE, training_job_id=job_id
+        models = queries.list_models_page(
+            self.store, self._org, name, offset=0, limit=MODELS_PER_PAGE, training_job_id=job_id
         )
         return pages.job_page(name, job, models, self._statistics_url(name, job_id))
 
@@ -397,7 +406,7 @@ class Dashboard:
 
     def _download(self, request: Request, name: str, model_id: str) -> Response:
         """A fresh signed URL each click: a link in a page left open never goes stale."""
-        from .app import BLOB_PREFIX  # app imports this module
+        from .signing import BLOB_PREFIX
 
         model = self.store.get_model(self._org, name, model_id)
         response = Response(status=303)
@@ -425,7 +434,9 @@ class Dashboard:
         after = _int_arg(request, "after", 0, 0, 2**62)
         limit = _int_arg(request, "limit", MAX_POINTS_PER_POLL, 1, MAX_POINTS_PER_POLL)
         job = self.store.get_job(self._org, name, job_id)
-        rows = self.store.statistics_history_text(self._org, name, job_id, after=after, limit=limit)
+        rows = queries.statistics_history_text(
+            self.store, self._org, name, job_id, after=after, limit=limit
+        )
         head = {
             key: job[key]
             for key in (

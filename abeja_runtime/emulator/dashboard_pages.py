@@ -15,7 +15,6 @@ is complete without the script except for the charts.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -23,6 +22,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from markupsafe import Markup
+
+from ..statistics_rules import progress_fraction
 
 __all__ = [
     "Paging",
@@ -138,28 +139,6 @@ def progress_text(statistics: Mapping[str, Any] | None) -> str:
     if isinstance(fraction, (int, float)) and not isinstance(fraction, bool):
         parts.append(f"{fraction * 100:.0f} %")
     return " · ".join(parts) if parts else "—"
-
-
-def progress_fraction(statistics: Mapping[str, Any] | None) -> float | None:
-    """The job's progress in [0, 1]: ``progress_percentage``, else ``epoch / num_epochs``.
-
-    A job that reports only epochs (once an epoch is common) still gets a full bar when
-    it is done; ``None`` when neither is there.
-    """
-    if not statistics:
-        return None
-
-    def number(value: Any) -> float | None:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        return float(value) if ok and math.isfinite(value) else None
-
-    fraction = number(statistics.get("progress_percentage"))
-    if fraction is None:
-        epoch, total = number(statistics.get("epoch")), number(statistics.get("num_epochs"))
-        if epoch is None or total is None or total <= 0:
-            return None
-        fraction = epoch / total
-    return min(1.0, max(0.0, fraction))
 
 
 def _flatten(value: Any, prefix: str) -> Iterable[tuple[str, Any]]:

@@ -23,15 +23,16 @@ from typing import TYPE_CHECKING, Any
 
 from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
 
-from ..config import Credential
+from ..config import ENV_AUTH_TOKEN, Credential
 from ..errors import AbejaRuntimeError, ConfigurationError
+from ..job import job_environment
 from . import validation as v
 from .app import EmulatorApp
 from .signing import DEFAULT_TTL_SECONDS, UrlSigner
 from .store import Store
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..client import APIClient
+    from ..api.client import APIClient
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "Emulator"]
 
@@ -311,7 +312,7 @@ class Emulator:
 
     @property
     def credential(self) -> Credential:
-        """The bearer credential for :class:`~abeja_runtime.client.APIClient`."""
+        """The bearer credential for :class:`~abeja_runtime.api.client.APIClient`."""
         return Credential.bearer(self.token)
 
     @property
@@ -320,12 +321,12 @@ class Emulator:
         return Credential.user(self.user_id, self.personal_access_token)
 
     def client(self, **kwargs: Any) -> APIClient:
-        """An :class:`~abeja_runtime.client.APIClient` bound to this emulator.
+        """An :class:`~abeja_runtime.api.client.APIClient` bound to this emulator.
 
         Keyword arguments go to ``APIClient`` (``credential`` defaults to the
         bearer token, ``base_url`` to :attr:`url`).
         """
-        from ..client import APIClient
+        from ..api.client import APIClient
 
         kwargs.setdefault("credential", self.credential)
         kwargs.setdefault("base_url", self.url)
@@ -398,18 +399,17 @@ class Emulator:
             for key, value in source.items():
                 env[key] = value if isinstance(value, str) else json.dumps(value)
         env.update(
-            {
-                "ABEJA_ORGANIZATION_ID": org,
-                "TRAINING_JOB_DEFINITION_NAME": job_definition_name,
-                "TRAINING_JOB_DEFINITION_VERSION": str(job["job_definition_version"]),
-                "TRAINING_JOB_ID": job["training_job_id"],
-                "PLATFORM_AUTH_TOKEN": self.token,
-                "ABEJA_API_URL": self.url,
-                "HANDLER": version["handler"],
-                "DATASETS": json.dumps(job["datasets"], separators=(",", ":")),
-                "CONTEXT": "{}",
-            }
+            job_environment(
+                organization_id=org,
+                job_definition_name=job_definition_name,
+                job_definition_version=job["job_definition_version"],
+                training_job_id=job["training_job_id"],
+                api_url=self.url,
+                handler=version["handler"],
+                datasets=job["datasets"],
+            )
         )
+        env[ENV_AUTH_TOKEN] = self.token
         return env
 
     def job(self, job_definition_name: str, training_job_id: str) -> dict[str, Any]:

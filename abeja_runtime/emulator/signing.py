@@ -20,7 +20,11 @@ from urllib.parse import urlencode
 
 from ..errors import Forbidden
 
-__all__ = ["DEFAULT_TTL_SECONDS", "UrlSigner"]
+__all__ = ["BLOB_PREFIX", "DEFAULT_TTL_SECONDS", "UrlSigner"]
+
+#: the path under which the emulator serves model blobs, at signed URLs (the API's
+#: download links and the dashboard's both point there)
+BLOB_PREFIX = "/_emulator/blobs/models/"
 
 #: How long a signed URL stays valid, like a typical presigned URL.
 DEFAULT_TTL_SECONDS = 3600.0

@@ -1,6 +1,6 @@
 """One-line statistics reporting for the training frameworks people already use.
 
-Each integration is a thin adapter over :class:`~abeja_runtime.reporter.StatisticsReporter`
+Each integration is a thin adapter over :class:`~abeja_runtime.statistics.reporter.StatisticsReporter`
 (it does no HTTP of its own, so throttling, retries, rank-0-only posting and the exit
 flush are the reporter's) and lives in its own module, which imports its framework.
 Import the one you need:

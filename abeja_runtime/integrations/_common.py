@@ -20,8 +20,9 @@ from typing import Any
 from ..errors import StatisticsError
 from ..job import rank_info
 from ..jsonsafe import is_tensor_like
-from ..reporter import StatisticsReporter, get_reporter
 from ..statistics import check_value
+from ..statistics._documents import warn_once
+from ..statistics.reporter import StatisticsReporter, get_reporter
 
 __all__ = [
     "DEFAULT_PROGRESS_INTERVAL",
@@ -30,8 +31,8 @@ __all__ = [
     "SafeReporter",
     "add_accuracy_alias",
     "clean_metrics",
+    "fraction_done",
     "is_main_process",
-    "progress_fraction",
     "split_metrics",
 ]
 
@@ -67,7 +68,7 @@ def is_main_process() -> bool:
         return True
 
 
-def progress_fraction(done: float, total: float | None) -> float | None:
+def fraction_done(done: float, total: float | None) -> float | None:
     """``done / total`` clamped to [0, 1], or None when the total is unknown."""
     if not total or total <= 0 or not math.isfinite(total) or not math.isfinite(done):
         return None
@@ -75,10 +76,7 @@ def progress_fraction(done: float, total: float | None) -> float | None:
 
 
 def _warn_once(warned: set[str], key: str, message: str, *args: Any) -> None:
-    if key in warned:
-        return
-    warned.add(key)
-    logger.warning(message, *args)
+    warn_once(warned, key, message, *args, log=logger)
 
 
 def clean_metrics(metrics: Mapping[Any, Any], path: str, warned: set[str]) -> dict[str, Any]:

@@ -36,8 +36,8 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
         "such as torch with KERAS_BACKEND=torch)"
     ) from exc
 
-from ..reporter import StatisticsReporter
-from ._common import TRAIN, VALIDATION, SafeReporter, progress_fraction, split_metrics
+from ..statistics.reporter import StatisticsReporter
+from ._common import TRAIN, VALIDATION, SafeReporter, fraction_done, split_metrics
 
 __all__ = ["StatisticsCallback"]
 
@@ -106,9 +106,7 @@ class StatisticsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         epoch = self._epoch
         fraction = None
         if self._steps:
-            fraction = progress_fraction(
-                epoch + min(1.0, (batch + 1) / self._steps), self._num_epochs
-            )
+            fraction = fraction_done(epoch + min(1.0, (batch + 1) / self._steps), self._num_epochs)
         stages: dict[str, Any] = {}
         if logs:
             raw, _ = split_metrics(logs, prefixes=_PREFIXES, ignore=_TOP_LEVEL)
@@ -129,7 +127,7 @@ class StatisticsCallback(keras.callbacks.Callback):  # type: ignore[misc]
         out.report(
             epoch=epoch + 1,
             num_epochs=self._num_epochs,
-            progress=progress_fraction(epoch + 1, self._num_epochs),
+            progress=fraction_done(epoch + 1, self._num_epochs),
             stages=stages,
             extra=extras,
             epoch_end=True,

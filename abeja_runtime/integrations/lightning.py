@@ -51,8 +51,8 @@ except ImportError:  # pragma: no cover - depends on what is installed
         ) from exc
 
 from ..jsonsafe import is_tensor_like
-from ..reporter import StatisticsReporter
-from ._common import TRAIN, VALIDATION, SafeReporter, progress_fraction, split_metrics
+from ..statistics.reporter import StatisticsReporter
+from ._common import TRAIN, VALIDATION, SafeReporter, fraction_done, split_metrics
 
 # PytorchLightningStatisticsCallback is made on first access (module __getattr__), so that
 # importing this module does not import a second Lightning package
@@ -155,7 +155,7 @@ class StatisticsCallbackLogic:
         epoch = int(trainer.current_epoch)
         progress = None
         if self._batches:
-            progress = progress_fraction(
+            progress = fraction_done(
                 epoch + min(1.0, (batch_idx + 1) / self._batches), self._num_epochs
             )
         loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
@@ -214,7 +214,7 @@ class StatisticsCallbackLogic:
         out.report(
             epoch=epoch + 1,
             num_epochs=self._num_epochs,
-            progress=progress_fraction(epoch + 1, self._num_epochs),
+            progress=fraction_done(epoch + 1, self._num_epochs),
             stages=stages,
             epoch_end=True,
             replace_stages=True,

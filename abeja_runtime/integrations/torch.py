@@ -2,7 +2,7 @@
 
 Example::
 
-    from abeja_runtime.integrations.torch import epoch_end, track
+    from .torch import epoch_end, track
 
     for epoch in range(num_epochs):
         steps = track(train_loader, epoch=epoch, num_epochs=num_epochs)
@@ -37,8 +37,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Generic, TypeVar
 
-from ..reporter import StatisticsReporter
-from ._common import TRAIN, VALIDATION, SafeReporter, progress_fraction
+from ..statistics.reporter import StatisticsReporter
+from ._common import TRAIN, VALIDATION, SafeReporter, fraction_done
 
 __all__ = ["StepTracker", "epoch_end", "track"]
 
@@ -123,7 +123,7 @@ class StepTracker(Generic[T]):
         out.report(
             epoch=self.epoch + 1,
             num_epochs=self.num_epochs,
-            progress=progress_fraction(done, self.num_epochs) if self.total else None,
+            progress=fraction_done(done, self.num_epochs) if self.total else None,
             stages=stages,
         )
 
@@ -206,7 +206,7 @@ def epoch_end(
     out.report(
         epoch=epoch + 1,
         num_epochs=num_epochs,
-        progress=progress_fraction(epoch + 1, num_epochs),
+        progress=fraction_done(epoch + 1, num_epochs),
         stages=out.stages(raw),
         extra=out.extras(extra),
         epoch_end=True,

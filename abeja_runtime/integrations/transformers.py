@@ -37,8 +37,8 @@ except ImportError as exc:  # pragma: no cover - depends on what is installed
         "(pip install transformers accelerate)"
     ) from exc
 
-from ..reporter import StatisticsReporter
-from ._common import VALIDATION, SafeReporter, progress_fraction, split_metrics
+from ..statistics.reporter import StatisticsReporter
+from ._common import VALIDATION, SafeReporter, fraction_done, split_metrics
 
 __all__ = ["StatisticsCallback", "split_log"]
 
@@ -120,7 +120,7 @@ class StatisticsCallback(TrainerCallback):  # type: ignore[misc]
         out.report(
             epoch=self._epoch_in_progress(state),
             num_epochs=self._num_epochs,
-            progress=progress_fraction(state.global_step, getattr(state, "max_steps", None)),
+            progress=fraction_done(state.global_step, getattr(state, "max_steps", None)),
         )
 
     def on_log(
@@ -188,7 +188,7 @@ class StatisticsCallback(TrainerCallback):  # type: ignore[misc]
         out.report(
             epoch=epoch,
             num_epochs=self._num_epochs,
-            progress=progress_fraction(epoch, self._num_epochs),
+            progress=fraction_done(epoch, self._num_epochs),
             stages=out.stages(stages),
             extra=out.extras(extra),
             epoch_end=True,

@@ -12,7 +12,7 @@ from tests.support.client_support import make_client
 if TYPE_CHECKING:
     from pytest_httpserver import HTTPServer
 
-    from abeja_runtime.client import APIClient
+    from abeja_runtime.api.client import APIClient
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ from urllib.parse import quote, unquote
 import pytest
 from pytest_httpserver import HTTPServer
 
-from abeja_runtime.client import APIClient, validate_instance_type
+from abeja_runtime.api.client import APIClient, validate_instance_type
 from abeja_runtime.errors import BadRequest
 
 from tests.support.client_support import ANY, JOB, MODEL, ORG, raw_path

@@ -11,7 +11,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
-from abeja_runtime.client import APIClient
+from abeja_runtime.api.client import APIClient
+from abeja_runtime.api.retry import RetryPolicy
 from abeja_runtime.config import Credential
 from abeja_runtime.errors import (
     AbejaRuntimeError,
@@ -20,7 +21,6 @@ from abeja_runtime.errors import (
     HttpError,
     Unauthorized,
 )
-from abeja_runtime.retry import RetryPolicy
 
 from tests.support.client_support import (
     ANY,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from abeja_runtime.client import APIClient
+from abeja_runtime.api.client import APIClient
 from abeja_runtime.errors import JobContextError, StatisticsError
 
 from tests.support.client_support import ANY, JOB, MODEL, ORG, raw_path

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from pytest_httpserver import HTTPServer
 
-from abeja_runtime.client import APIClient
+from abeja_runtime.api.client import APIClient
 from abeja_runtime.errors import BadRequest, HttpError, InvalidDataFormat
 
 from tests.support.client_support import (

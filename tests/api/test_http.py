@@ -18,6 +18,8 @@ from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
 from abeja_runtime import __version__
+from abeja_runtime.api.retry import RetryPolicy
+from abeja_runtime.api.transport import USER_AGENT, HttpTransport, normalize_timeout
 from abeja_runtime.config import Credential
 from abeja_runtime.errors import (
     AbejaRuntimeError,
@@ -33,8 +35,6 @@ from abeja_runtime.errors import (
     NotFound,
     Unauthorized,
 )
-from abeja_runtime.http import USER_AGENT, HttpTransport, normalize_timeout
-from abeja_runtime.retry import RetryPolicy
 
 from tests.support.client_support import (
     ANY,
@@ -437,7 +437,7 @@ def test_retry_after_is_on_the_error(server: HTTPServer) -> None:
 
 
 def test_multipart_body_is_sent_again_on_retry(server: HTTPServer, tmp_path: Any) -> None:
-    from abeja_runtime.multipart import MultipartBody
+    from abeja_runtime.api.multipart import MultipartBody
 
     (tmp_path / "f.bin").write_bytes(b"abc" * 1000)
     seen = sequence(server, status(502), ok())

@@ -15,8 +15,8 @@ from pytest_httpserver import HTTPServer
 from urllib3.fields import RequestField
 from urllib3.filepost import encode_multipart_formdata
 
+from abeja_runtime.api.multipart import MultipartBody, ensure_binary_readable
 from abeja_runtime.errors import InvalidDataFormat
-from abeja_runtime.multipart import MultipartBody, ensure_binary_readable
 
 from tests.support.client_support import ANY, parse_multipart
 
@@ -237,7 +237,7 @@ def test_stream_part_sha256_is_the_same_inline_or_on_the_helper_thread(
 ) -> None:
     import threading
 
-    from abeja_runtime import multipart
+    from abeja_runtime.api import multipart
 
     looks: list[bool] = []
 
@@ -271,7 +271,7 @@ def test_stream_part_abandoned_midway_has_no_sha256_and_no_thread(
 ) -> None:
     import threading
 
-    from abeja_runtime import multipart
+    from abeja_runtime.api import multipart
 
     monkeypatch.setattr(multipart, "_thread_pays", lambda hash_cpu, send: True)
     monkeypatch.setattr(multipart, "_HASH_PROBE_SKIP", 1)
@@ -287,7 +287,7 @@ def test_stream_part_abandoned_midway_has_no_sha256_and_no_thread(
 
 
 def test_thread_pays_only_when_the_sender_waits_less_than_it_hashes() -> None:
-    from abeja_runtime.multipart import _thread_pays
+    from abeja_runtime.api.multipart import _thread_pays
 
     # a 10 GbE link: 1 MiB handed over in 0.15 ms, hashed in 0.55 ms of CPU
     assert _thread_pays(hash_cpu_seconds=0.55e-3, send_seconds=0.15e-3)

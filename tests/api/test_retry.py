@@ -6,6 +6,7 @@ import email.utils
 
 import pytest
 
+from abeja_runtime.api.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 from abeja_runtime.errors import (
     APIConnectionError,
     APITimeoutError,
@@ -19,7 +20,6 @@ from abeja_runtime.errors import (
     StatisticsError,
     Unauthorized,
 )
-from abeja_runtime.retry import RETRYABLE_STATUSES, RetryPolicy, parse_retry_after
 
 
 def http(status: int, retry_after: float | None = None) -> HttpError:

@@ -22,7 +22,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request
 
-from abeja_runtime.client import APIClient
+from abeja_runtime.api.client import APIClient
 
 from tests.support.client_support import (
     ANY,

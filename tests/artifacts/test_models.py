@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import requests
 
+from abeja_runtime.artifacts.models import download_model, download_training_result, upload_model
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.errors import InvalidDataFormat
-from abeja_runtime.models import download_model, download_training_result, upload_model
 
 DEF = "models-def"
 
@@ -91,7 +91,7 @@ def test_statistics_spool_in_the_result_dir_is_not_uploaded(
 ) -> None:
     # Without a storage dir the spool defaults to the result dir, which is what a job
     # (and the runner) uploads as its model: the spool's files must stay out of it.
-    from abeja_runtime.spool import Spool, default_spool_dir
+    from abeja_runtime.statistics.spool import Spool, default_spool_dir
 
     root = tmp_path / "result"
     root.mkdir()
@@ -158,12 +158,10 @@ def test_bad_input_sends_nothing(
 def test_metrics_default_to_last_reported_statistics(
     job_env: dict[str, str], client: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import abeja_runtime.reporter as reporter_module
-
     class _LastDocument:
         last_document = {"num_epochs": 2, "epoch": 2, "stages": {"train": {"loss": 0.25}}}
 
-    monkeypatch.setattr(reporter_module, "_default", _LastDocument())
+    monkeypatch.setattr("abeja_runtime.statistics._default_reporter._default", _LastDocument())
     src = tmp_path / "m.bin"
     src.write_bytes(b"m")
     model = upload_model(src, client=client)

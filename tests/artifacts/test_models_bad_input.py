@@ -16,14 +16,14 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from abeja_runtime import APIClient
+from abeja_runtime.artifacts.models import upload_model
 from abeja_runtime.errors import BadRequest
-from abeja_runtime.models import upload_model
 
 _DISK_FULL = r"""
 import os, resource, signal, sys, tempfile
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.errors import AbejaRuntimeError
-from abeja_runtime.models import upload_model
+from abeja_runtime.artifacts.models import upload_model
 
 src, scratch = sys.argv[1], sys.argv[2]
 with Emulator() as emu:

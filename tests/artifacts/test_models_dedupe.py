@@ -20,8 +20,8 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from abeja_runtime import APIClient
+from abeja_runtime.artifacts.models import ModelChecksumError, upload_model
 from abeja_runtime.emulator import Emulator
-from abeja_runtime.models import ModelChecksumError, upload_model
 
 from tests.support.fault_proxy import FaultProxy
 

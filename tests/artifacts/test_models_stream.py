@@ -26,9 +26,9 @@ from pytest_httpserver import HTTPServer
 
 from abeja_runtime import APIClient
 from abeja_runtime.archive import StreamedZip, safe_extract
+from abeja_runtime.artifacts.models import ModelChecksumError, download_model, upload_model
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.errors import InvalidDataFormat
-from abeja_runtime.models import ModelChecksumError, download_model, upload_model
 
 from tests.support import REPO
 
@@ -400,7 +400,7 @@ def test_create_training_model_path_checks_the_servers_checksum(
 def test_download_with_a_wrong_checksum_leaves_nothing(
     httpserver: HTTPServer, tmp_path: Path
 ) -> None:
-    from abeja_runtime.downloads import fetch_verified
+    from abeja_runtime.artifacts.downloads import fetch_verified
 
     httpserver.expect_request("/blob").respond_with_data(b"tampered bytes")
     dest = tmp_path / "d" / "model.zip"
@@ -421,8 +421,8 @@ def test_download_with_a_wrong_checksum_leaves_nothing(
 def test_a_corrupted_model_is_refused_by_every_downloader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from abeja_runtime.api_target import CREDENTIAL_ENV_NAMES
     from abeja_runtime.cli import main
+    from abeja_runtime.runner.api_target import CREDENTIAL_ENV_NAMES
 
     with Emulator(data_dir=str(tmp_path / "emu")) as emu:
         env = emu.create_job(DEF)
@@ -439,7 +439,7 @@ def test_a_corrupted_model_is_refused_by_every_downloader(
             with pytest.raises(ModelChecksumError, match="sha256"):
                 download_model(model["training_model_id"], tmp_path / "dest", client=api)
             with pytest.raises(ModelChecksumError, match="sha256"):
-                from abeja_runtime.models import download_training_result
+                from abeja_runtime.artifacts.models import download_training_result
 
                 download_training_result(env["TRAINING_JOB_ID"], tmp_path / "dest", client=api)
         assert list((tmp_path / "dest").iterdir()) == []
@@ -472,7 +472,7 @@ def handler(context):
 def test_run_with_link_loops_in_source_and_result_uploads_both(tmp_path: Path) -> None:
     import subprocess
 
-    from abeja_runtime.api_target import CREDENTIAL_ENV_NAMES
+    from abeja_runtime.runner.api_target import CREDENTIAL_ENV_NAMES
 
     source = tmp_path / "project"
     source.mkdir()

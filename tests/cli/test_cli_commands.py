@@ -18,10 +18,10 @@ import pytest
 
 pytest.importorskip("werkzeug")
 
-from abeja_runtime.api_target import CREDENTIAL_ENV_NAMES
 from abeja_runtime.cli import main
-from abeja_runtime.commands import render_record, render_table
+from abeja_runtime.cli.tables import render_record, render_table
 from abeja_runtime.emulator import Emulator
+from abeja_runtime.runner.api_target import CREDENTIAL_ENV_NAMES
 
 
 @pytest.fixture

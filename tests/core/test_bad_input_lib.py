@@ -14,7 +14,7 @@ import pytest
 from pytest_httpserver import HTTPServer
 
 from abeja_runtime import config
-from abeja_runtime.client import APIClient
+from abeja_runtime.api.client import APIClient
 from abeja_runtime.config import check_api_url, check_duration
 from abeja_runtime.errors import (
     APIConnectionError,
@@ -23,8 +23,8 @@ from abeja_runtime.errors import (
     JobContextError,
 )
 from abeja_runtime.job import JobContext, rank_info
-from abeja_runtime.reporter import StatisticsReporter
-from abeja_runtime.sinks import MemorySink
+from abeja_runtime.statistics.reporter import StatisticsReporter
+from abeja_runtime.statistics.sinks import MemorySink
 from abeja_runtime.validators import check_id, check_name, check_version
 
 from tests.support.client_support import JOB, ORG, make_client
@@ -250,7 +250,7 @@ def test_whole_credential_is_redacted(server: HTTPServer) -> None:
 
 
 def test_transport_made_directly_refuses_a_password_in_its_url() -> None:
-    from abeja_runtime.http import HttpTransport
+    from abeja_runtime.api.transport import HttpTransport
 
     with pytest.raises(ConfigurationError) as info:
         HttpTransport(f"http://user:hunter2secret@127.0.0.1:{closed_port()}")

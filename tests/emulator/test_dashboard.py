@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import requests
 
+from abeja_runtime.cli.emulator import _banner
 from abeja_runtime.emulator import Emulator
-from abeja_runtime.emulator.cli import _banner
 from abeja_runtime.emulator.dashboard import (
     CONTENT_SECURITY_POLICY,
     JOBS_PER_PAGE,
@@ -543,8 +543,8 @@ def test_run_prints_the_job_dashboard_of_its_embedded_emulator(
 
     The link that logs in holds the token, so only a terminal gets it.
     """
-    from abeja_runtime.api_target import CREDENTIAL_ENV_NAMES
     from abeja_runtime.runner import run_handler
+    from abeja_runtime.runner.api_target import CREDENTIAL_ENV_NAMES
 
     for name in (*CREDENTIAL_ENV_NAMES, "ABEJA_API_URL", "ABEJA_ORGANIZATION_ID"):
         monkeypatch.delenv(name, raising=False)

@@ -27,7 +27,7 @@ import pytest
 
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
+from abeja_runtime.statistics.reporter import StatisticsReporter
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -330,7 +330,7 @@ def test_statistics_names_never_become_markup(browser: Any, fresh_emu: Emulator)
 
 
 GIB = 2**30
-#: per-GPU figures of three epochs, in the shape abeja_runtime.sysmetrics posts
+#: per-GPU figures of three epochs, in the shape abeja_runtime.statistics.sysmetrics posts
 GPU_UTIL = [[35, 97, 64], [12, 40, 88]]
 GPU_MEMORY = [[1.5 * GIB, 6 * GIB, 6.25 * GIB], [0.5 * GIB, 2 * GIB, 3 * GIB]]
 GPU_TEMPERATURE = [[55, 71, 73], [50, 60, 66]]

@@ -201,7 +201,7 @@ def test_cli_without_werkzeug_says_how_to_install(tmp_path: Path) -> None:
 
 def test_importing_the_package_does_not_import_werkzeug() -> None:
     code = (
-        "import sys, abeja_runtime, abeja_runtime.emulator, abeja_runtime.emulator.cli\n"
+        "import sys, abeja_runtime, abeja_runtime.emulator, abeja_runtime.cli.emulator\n"
         "print('werkzeug' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -22,8 +22,8 @@ from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from abeja_runtime.integrations import lightning as integration  # noqa: E402
 from abeja_runtime.integrations.lightning import StatisticsCallback  # noqa: E402
-from abeja_runtime.reporter import StatisticsReporter  # noqa: E402
-from abeja_runtime.sinks import MemorySink  # noqa: E402
+from abeja_runtime.statistics.reporter import StatisticsReporter  # noqa: E402
+from abeja_runtime.statistics.sinks import MemorySink  # noqa: E402
 
 from tests.support.integration_support import (  # noqa: E402
     assert_stage_matches,

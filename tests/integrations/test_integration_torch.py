@@ -14,8 +14,8 @@ torch = pytest.importorskip("torch")
 from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
 
 from abeja_runtime.integrations.torch import StepTracker, epoch_end, track  # noqa: E402
-from abeja_runtime.reporter import StatisticsReporter  # noqa: E402
-from abeja_runtime.sinks import MemorySink  # noqa: E402
+from abeja_runtime.statistics.reporter import StatisticsReporter  # noqa: E402
+from abeja_runtime.statistics.sinks import MemorySink  # noqa: E402
 
 from tests.support.integration_support import assert_stage_matches, emulator_job  # noqa: E402
 

@@ -20,8 +20,8 @@ pytest.importorskip("accelerate")
 np = pytest.importorskip("numpy")
 
 from abeja_runtime.integrations.transformers import StatisticsCallback, split_log  # noqa: E402
-from abeja_runtime.reporter import StatisticsReporter  # noqa: E402
-from abeja_runtime.sinks import MemorySink  # noqa: E402
+from abeja_runtime.statistics.reporter import StatisticsReporter  # noqa: E402
+from abeja_runtime.statistics.sinks import MemorySink  # noqa: E402
 
 from tests.support.integration_support import assert_stage_matches, emulator_job  # noqa: E402
 

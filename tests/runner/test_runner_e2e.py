@@ -27,8 +27,8 @@ import requests
 
 pytest.importorskip("werkzeug")
 
-from abeja_runtime.api_target import CREDENTIAL_ENV_NAMES
 from abeja_runtime.emulator import Emulator
+from abeja_runtime.runner.api_target import CREDENTIAL_ENV_NAMES
 
 from tests.support import REPO
 

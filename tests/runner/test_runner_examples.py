@@ -30,9 +30,9 @@ import requests
 
 pytest.importorskip("werkzeug")
 
-from abeja_runtime.api_target import CREDENTIAL_ENV_NAMES
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.errors import NotFound
+from abeja_runtime.runner.api_target import CREDENTIAL_ENV_NAMES
 
 from tests.support import REPO
 

@@ -1,6 +1,6 @@
 """HANDLER resolution: the static form check, the ``--check`` child and the job entrypoint.
 
-These need no API: they run ``python -m abeja_runtime.handler_main`` in temporary
+These need no API: they run ``python -m abeja_runtime.runner.child`` in temporary
 source directories, the way the runner does.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from abeja_runtime.errors import ConfigurationError
-from abeja_runtime.handler_main import (
+from abeja_runtime.runner.child import (
     EXIT_BAD_HANDLER,
     EXIT_HANDLER_FAILED,
     EXIT_OK,
@@ -25,7 +25,7 @@ from abeja_runtime.handler_main import (
     build_context,
     parse_handler,
 )
-from abeja_runtime.runner import check_handler, parse_assignments
+from abeja_runtime.runner.inputs import check_handler, parse_assignments
 
 from tests.support import REPO
 
@@ -42,7 +42,7 @@ def _child(source: Path, env: dict[str, str], *args: str) -> subprocess.Complete
     full["PYTHONPATH"] = str(REPO)
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "abeja_runtime.handler_main", *args],
+        [sys.executable, "-m", "abeja_runtime.runner.child", *args],
         cwd=source,
         env=full,
         capture_output=True,

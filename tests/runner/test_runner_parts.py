@@ -15,14 +15,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from abeja_runtime.runner import (
+from abeja_runtime.runner import run_handler
+from abeja_runtime.runner.console import _Console, format_progress, progress_fraction
+from abeja_runtime.runner.process import kill_process_tree
+from abeja_runtime.runner.source import (
     SOURCE_EXCLUDED_DIRS,
     SOURCE_EXCLUDED_SUFFIXES,
-    _Console,
-    format_progress,
-    kill_process_tree,
-    progress_fraction,
-    run_handler,
     zip_directory,
 )
 

@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 
 from abeja_runtime.errors import APIConnectionError, BadRequest, HttpError, StatisticsError
-from abeja_runtime.reporter import StatisticsReporter
-from abeja_runtime.sinks import MemorySink
 from abeja_runtime.statistics import Statistics
+from abeja_runtime.statistics.reporter import StatisticsReporter
+from abeja_runtime.statistics.sinks import MemorySink
 
 
 class TimedSink:
@@ -511,7 +511,7 @@ def test_close_flushes_then_ignores_reports(make_reporter: Any) -> None:
 def test_epoch_ends_are_on_disk_before_report_returns_and_removed_once_delivered(
     make_reporter: Any, tmp_path: Any
 ) -> None:
-    from abeja_runtime.spool import Spool
+    from abeja_runtime.statistics.spool import Spool
 
     sink = TimedSink()
     sink.always = unavailable(retry_after=0.05)

@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from abeja_runtime._delivery_state import DeliveryState
 from abeja_runtime.config import env_flag
 from abeja_runtime.errors import ConfigurationError, StatisticsError
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
-from abeja_runtime.spool import spool_enabled
+from abeja_runtime.statistics._delivery_state import DeliveryState
+from abeja_runtime.statistics.reporter import StatisticsReporter
+from abeja_runtime.statistics.spool import spool_enabled
 
 from tests.support.statistics_server import StatisticsServer
 

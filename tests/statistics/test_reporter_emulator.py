@@ -12,10 +12,10 @@ import pytest
 
 pytest.importorskip("werkzeug")
 
-from abeja_runtime import reporter as reporter_module
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
+from abeja_runtime.statistics import reporter as reporter_module
+from abeja_runtime.statistics.reporter import StatisticsReporter
 
 from tests.support.emulator_support import job_statistics
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
 from abeja_runtime.statistics import Statistics
+from abeja_runtime.statistics.reporter import StatisticsReporter
 
 from tests.support.statistics_server import TOKEN, StatisticsServer
 

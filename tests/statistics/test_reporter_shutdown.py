@@ -57,7 +57,7 @@ def leave_leftovers(server: StatisticsServer) -> None:
 @pytest.mark.parametrize(
     "restart",
     [
-        "from abeja_runtime.reporter import StatisticsReporter\n"
+        "from abeja_runtime.statistics.reporter import StatisticsReporter\n"
         "print(StatisticsReporter().flush(60))",
         "import abeja_runtime\nprint(abeja_runtime.flush(60))",
         "import abeja_runtime\nprint(True)",  # imports and exits, never reports
@@ -192,7 +192,7 @@ def test_a_child_forked_before_the_first_report_posts_nothing(server: Statistics
     code = """
         import os
         import abeja_runtime
-        from abeja_runtime import reporter
+        from abeja_runtime.statistics import reporter
         pid = os.fork()
         if pid == 0:
             abeja_runtime.report(epoch=9, num_epochs=9, epoch_end=True)

@@ -1,4 +1,4 @@
-"""The on-disk statistics spool (abeja_runtime.spool): format, damage, locks, processes.
+"""The on-disk statistics spool (abeja_runtime.statistics.spool): format, damage, locks, processes.
 
 Processes and the Training API are real: the emulator on 127.0.0.1, behind the fault
 proxy of tests/support/fault_proxy.py where a fault is needed, and training processes started
@@ -26,9 +26,9 @@ pytest.importorskip("werkzeug")
 
 from abeja_runtime import cli
 from abeja_runtime.emulator import Emulator
-from abeja_runtime.reporter import StatisticsReporter
-from abeja_runtime.sinks import MemorySink
-from abeja_runtime.spool import DATA_FILE_NAME, Spool, SpoolBusyError, default_spool_dir
+from abeja_runtime.statistics.reporter import StatisticsReporter
+from abeja_runtime.statistics.sinks import MemorySink
+from abeja_runtime.statistics.spool import DATA_FILE_NAME, Spool, SpoolBusyError, default_spool_dir
 
 from tests.support import REPO
 from tests.support.emulator_support import job_statistics
@@ -160,7 +160,7 @@ def test_token_never_written(fresh_emu: Emulator, tmp_path: Path) -> None:
 
 WRITER = """
     import sys, time
-    from abeja_runtime.spool import Spool
+    from abeja_runtime.statistics.spool import Spool
     spool = Spool(sys.argv[1])
     name = sys.argv[2]
     for i in range(int(sys.argv[3])):
@@ -376,7 +376,7 @@ def test_sync_help_is_plain_text(capsys: Any) -> None:
     with pytest.raises(SystemExit):
         cli.main(["sync", "--help"])
     out = capsys.readouterr().out
-    assert "abeja_runtime.spool" in out
+    assert "abeja_runtime.statistics.spool" in out
     assert ":mod:" not in out and "``" not in out
 
 

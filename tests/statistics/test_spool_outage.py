@@ -18,7 +18,7 @@ pytest.importorskip("werkzeug")
 
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
+from abeja_runtime.statistics.reporter import StatisticsReporter
 
 from tests.support.fault_proxy import FaultProxy
 

@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from abeja_runtime.errors import ConfigurationError
-from abeja_runtime.sysmetrics import (
+from abeja_runtime.statistics.sysmetrics import (
     ENV_SYSTEM_METRICS_INTERVAL,
     SYSTEM_METRICS_KEY,
     SystemMetrics,

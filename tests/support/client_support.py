@@ -18,8 +18,8 @@ from typing import Any
 from pytest_httpserver import HTTPServer
 from werkzeug import Request
 
-from abeja_runtime.client import APIClient
-from abeja_runtime.retry import RetryPolicy
+from abeja_runtime.api.client import APIClient
+from abeja_runtime.api.retry import RetryPolicy
 
 TOKEN = "tok-SeCrEt-4f9c2a7e1b"
 USER_TOKEN = "pat-SeCrEt-user-77aa"

@@ -1,7 +1,7 @@
 """Run a shipped example's ``handler(context)`` as a job process against the emulator.
 
 The example runs exactly as the platform starts a job: ``python -m
-abeja_runtime.handler_main`` in the example's directory, with the job's environment (from
+abeja_runtime.runner.child`` in the example's directory, with the job's environment (from
 the emulator), so its statistics go through the default reporter over loopback HTTP.
 """
 
@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from abeja_runtime.api_target import CREDENTIAL_ENV_NAMES
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.job import RANK_ENV_FAMILIES
+from abeja_runtime.runner.api_target import CREDENTIAL_ENV_NAMES
 
 from tests.support import REPO
 from tests.support.integration_support import assert_stage_matches
@@ -79,7 +79,7 @@ def run_example(
     job_env = emu.create_job(f"example-{name.replace('_', '-')}")
     result_dir = tmp_path / "result"
     completed = subprocess.run(
-        command or [sys.executable, "-m", "abeja_runtime.handler_main"],
+        command or [sys.executable, "-m", "abeja_runtime.runner.child"],
         cwd=EXAMPLES / name,
         env=job_process_env(job_env, result_dir, **extra_env),
         capture_output=True,

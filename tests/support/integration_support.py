@@ -1,7 +1,7 @@
 """Helpers for the framework integration tests: a job on the emulator and its history.
 
 Each test trains for real on CPU and reports through a real
-:class:`~abeja_runtime.reporter.StatisticsReporter` posting over loopback HTTP to the
+:class:`~abeja_runtime.statistics.reporter.StatisticsReporter` posting over loopback HTTP to the
 emulator, then reads back what the emulator received.
 """
 
@@ -17,7 +17,7 @@ from typing import Any
 
 from abeja_runtime.emulator import Emulator
 from abeja_runtime.job import JobContext
-from abeja_runtime.reporter import StatisticsReporter
+from abeja_runtime.statistics.reporter import StatisticsReporter
 
 #: seconds between step-level posts in tests: small, so that tests are quick
 TEST_MIN_INTERVAL = 0.05
