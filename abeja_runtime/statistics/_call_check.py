@@ -5,10 +5,13 @@ checks plain values by exact type itself; everything else comes here: each value
 through :mod:`abeja_runtime.statistics_rules`, then the whole-document rules
 (``epoch <= num_epochs``, the size bound) on a merged *copy*, which replaces the
 document only when it passed, so that a refused call leaves the document as it was.
+:class:`CheckedReporting` (a base class of the reporter) holds those calls and the
+epoch-end path: merge, copy, store in the spool, in report order.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,9 +27,27 @@ from ..statistics_rules import (
     size_bound,
 )
 from . import Statistics
-from ._documents import copy_document
+from ._documents import copy_document, warn_once
+from ._reporter_delivery import DeliverySide
 
-__all__ = ["check_call", "document_of", "merge_into", "merged_document"]
+__all__ = [
+    "CheckedReporting",
+    "check_call",
+    "document_of",
+    "merge_into",
+    "merged_document",
+]
+
+#: keyword names with a meaning of their own, handled by the full check
+_RESERVED = frozenset({"stages", "progress_percentage"})
+#: the hot path takes strings and key names up to this length, ints within 63 bits
+_SHORT = 64
+_INT_LIMIT = 1 << 63
+#: what one plain value (key <= 64 chars, value <= 64 chars) adds to the document's
+#: JSON size at most; the hot path keeps a running bound with it and sends the call
+#: through the full check (which measures the whole document) when it nears 1 MiB
+_ITEM_BOUND = 6 * _SHORT * 2 + 16
+_BOUND_LIMIT = MAX_DOCUMENT_BYTES - 64 * _ITEM_BOUND
 
 Checked = tuple[dict[str, Any] | None, int | None, int | None, float | None, dict[str, Any]]
 
@@ -142,3 +163,92 @@ def document_of(statistics: Statistics | Mapping[str, Any]) -> dict[str, Any]:
         "report() takes a Statistics or a statistics dict as its first argument, got "
         f"{type(statistics).__name__}; pass values as keywords (train={{'loss': ...}})"
     )
+
+
+class CheckedReporting(DeliverySide):
+    """The reporter's calls that go through the full check, and its epoch ends.
+
+    A base class of :class:`~abeja_runtime.statistics.reporter.StatisticsReporter`,
+    whose ``report()`` keeps only the hot path of plain values by exact type.
+    """
+
+    strict: bool
+    _bound: int
+    _good_stages: set[str]
+    _lock: threading.RLock
+
+    def _report_checked(
+        self,
+        statistics: Statistics | Mapping[str, Any] | None,
+        epoch: Any,
+        num_epochs: Any,
+        progress: Any,
+        epoch_end: bool,
+        values: dict[str, Any],
+    ) -> None:
+        """The full check of the statistics rules, then the merge (never half of it)."""
+        try:
+            base, epoch, num_epochs, progress, updates = check_call(
+                statistics, epoch, num_epochs, progress, values
+            )
+            if epoch_end:
+                self._report_must(base, epoch, num_epochs, progress, updates, True, -1)
+            else:
+                with self._lock:
+                    self._apply_checked(base, epoch, num_epochs, progress, updates)
+                    state = self._state
+                    state.step_seq = state.seq + 1
+                    state.seq = state.step_seq
+        except Exception as exc:
+            error = exc
+            if not isinstance(exc, StatisticsError):  # an odd object failed its own check
+                error = StatisticsError(f"cannot check a reported value: {exc!r}")
+            if self.strict:
+                raise error  # noqa: B904 - the original stays attached as __context__
+            warn_once(self._warned, str(error), "ignored a report: %s", error)
+            return
+        for name, value in updates.items():
+            if type(value) is dict:
+                self._good_stages.add(name)
+        if self._sender.idle:
+            self._sender.wakeup.set()
+
+    def _apply_checked(
+        self,
+        base: dict[str, Any] | None,
+        epoch: int | None,
+        num_epochs: int | None,
+        progress: float | None,
+        updates: dict[str, Any],
+    ) -> None:
+        """Swap in the merged document once it passed the whole-document rules (lock held)."""
+        state = self._state
+        state.doc, self._bound = merged_document(
+            state.doc, base, epoch, num_epochs, progress, updates
+        )
+
+    def _report_must(
+        self,
+        base: dict[str, Any] | None,
+        epoch: int | None,
+        num_epochs: int | None,
+        progress: float | None,
+        values: Mapping[str, Any],
+        removes: bool,
+        items: int,
+    ) -> None:
+        """An epoch end: merge, copy, write to the spool (or memory), in seq order."""
+        state = self._state
+        with self._must_lock:
+            with self._lock:
+                if items < 0:
+                    self._apply_checked(base, epoch, num_epochs, progress, dict(values))
+                else:
+                    merge_into(state.doc, epoch, num_epochs, progress, values, removes)
+                    self._bound += items * _ITEM_BOUND + 64
+                state.must_seq = state.seq + 1  # must_seq first: see DeliveryState
+                state.seq += 1
+                snapshot = state.begin_must()
+            assert snapshot is not None
+            self._store(snapshot)
+        self._sender.wakeup.set()

@@ -84,14 +84,21 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..config import ENV_REPORT_INTERVAL, ENV_REPORT_TIMEOUT, ENV_SYSTEM_METRICS
-from ..errors import ConfigurationError, StatisticsError
+from ..errors import ConfigurationError
 from ..job import JobContext, rank_info
-from ..statistics_rules import MAX_DOCUMENT_BYTES, METRIC_KEYS
+from ..statistics_rules import METRIC_KEYS
 from . import Statistics, _process_hooks
-from ._call_check import check_call, merge_into, merged_document
+from ._call_check import (
+    _BOUND_LIMIT,
+    _INT_LIMIT,
+    _ITEM_BOUND,
+    _RESERVED,
+    _SHORT,
+    CheckedReporting,
+    merge_into,
+)
 from ._delivery_state import DeliveryState
-from ._documents import Snapshot, convert_document, copy_document, warn_once
-from ._reporter_delivery import DeliverySide
+from ._documents import Snapshot, convert_document, copy_document
 from ._reporter_setup import ENV_STATISTICS_FILE, default_sink, default_spool, positive
 from ._sender import Sender
 from .sinks import StatisticsSink
@@ -133,19 +140,8 @@ DEFAULT_MAX_PENDING_EPOCH_ENDS = 10_000
 
 logger = logging.getLogger("abeja_runtime.reporter")
 
-#: keyword names with a meaning of their own, handled by the full check
-_RESERVED = frozenset({"stages", "progress_percentage"})
-#: the hot path takes strings and key names up to this length, ints within 63 bits
-_SHORT = 64
-_INT_LIMIT = 1 << 63
-#: what one plain value (key <= 64 chars, value <= 64 chars) adds to the document's
-#: JSON size at most; the hot path keeps a running bound with it and sends the call
-#: through the full check (which measures the whole document) when it nears 1 MiB
-_ITEM_BOUND = 6 * _SHORT * 2 + 16
-_BOUND_LIMIT = MAX_DOCUMENT_BYTES - 64 * _ITEM_BOUND
 
-
-class StatisticsReporter(DeliverySide):
+class StatisticsReporter(CheckedReporting):
     """Posts a training job's statistics from a background thread, throttled and retried.
 
     Args:
@@ -447,82 +443,6 @@ class StatisticsReporter(DeliverySide):
             lock.release()
         if self._sender.idle:
             self._sender.wakeup.set()
-
-    def _report_checked(
-        self,
-        statistics: Statistics | Mapping[str, Any] | None,
-        epoch: Any,
-        num_epochs: Any,
-        progress: Any,
-        epoch_end: bool,
-        values: dict[str, Any],
-    ) -> None:
-        """The full check of the statistics rules, then the merge (never half of it)."""
-        try:
-            base, epoch, num_epochs, progress, updates = check_call(
-                statistics, epoch, num_epochs, progress, values
-            )
-            if epoch_end:
-                self._report_must(base, epoch, num_epochs, progress, updates, True, -1)
-            else:
-                with self._lock:
-                    self._apply_checked(base, epoch, num_epochs, progress, updates)
-                    state = self._state
-                    state.step_seq = state.seq + 1
-                    state.seq = state.step_seq
-        except Exception as exc:
-            error = exc
-            if not isinstance(exc, StatisticsError):  # an odd object failed its own check
-                error = StatisticsError(f"cannot check a reported value: {exc!r}")
-            if self.strict:
-                raise error  # noqa: B904 - the original stays attached as __context__
-            warn_once(self._warned, str(error), "ignored a report: %s", error)
-            return
-        for name, value in updates.items():
-            if type(value) is dict:
-                self._good_stages.add(name)
-        if self._sender.idle:
-            self._sender.wakeup.set()
-
-    def _apply_checked(
-        self,
-        base: dict[str, Any] | None,
-        epoch: int | None,
-        num_epochs: int | None,
-        progress: float | None,
-        updates: dict[str, Any],
-    ) -> None:
-        """Swap in the merged document once it passed the whole-document rules (lock held)."""
-        state = self._state
-        state.doc, self._bound = merged_document(
-            state.doc, base, epoch, num_epochs, progress, updates
-        )
-
-    def _report_must(
-        self,
-        base: dict[str, Any] | None,
-        epoch: int | None,
-        num_epochs: int | None,
-        progress: float | None,
-        values: Mapping[str, Any],
-        removes: bool,
-        items: int,
-    ) -> None:
-        """An epoch end: merge, copy, write to the spool (or memory), in seq order."""
-        state = self._state
-        with self._must_lock:
-            with self._lock:
-                if items < 0:
-                    self._apply_checked(base, epoch, num_epochs, progress, dict(values))
-                else:
-                    merge_into(state.doc, epoch, num_epochs, progress, values, removes)
-                    self._bound += items * _ITEM_BOUND + 64
-                state.must_seq = state.seq + 1  # must_seq first: see DeliveryState
-                state.seq += 1
-                snapshot = state.begin_must()
-            assert snapshot is not None
-            self._store(snapshot)
-        self._sender.wakeup.set()
 
     @property
     def last_document(self) -> dict[str, Any]:

@@ -8,29 +8,6 @@ acknowledged once the server took it. A restarted process of the same job (or
 ``abeja-runtime sync``) sends what is left, first. The format of the files is in
 :mod:`abeja_runtime.statistics._spool_files`. This module never imports the reporter.
 
-Layout of one job's spool directory (mode 0700; files 0600)::
-
-    <root>/<training job id>/
-        records.log   append-only records, one per line: "<crc32 hex> <json>\\n"
-        state         "<crc32 hex> <next seq> <acknowledged seq>\\n", rewritten in place
-        spool.lock    held (flock) while appending, acknowledging or compacting
-        sender.lock   held (flock, non-blocking try) by the one process that sends
-
-A data record's JSON holds a spool-wide sequence number (``seq``, assigned under the
-lock, so the file order is the global report order across processes), the job's
-identity, the wall time, the writer's pid, a per-writer id and report number (so that a
-process recognises its own records) and the JSON-safe document (``doc``). The sender
-appends ``{"ack": seq}`` records as the server takes records; when everything written
-has been acknowledged the data file is truncated ("removed once the server accepted
-them"). Only documents are written: never a credential.
-
-Damage: each line carries its CRC-32; a line whose CRC or JSON does not check (a
-process killed mid-write, a full disk, a bad sector) is skipped with one warning naming
-the file and line, and every other record is delivered. An append first terminates a
-dead partial line left by a killed writer, so the damage never spreads to the next
-record. The ``state`` file is a cache of the counters for the hot path; when it is
-unreadable it is rebuilt from ``records.log``.
-
 Concurrency: several processes of one job (the handler and its subprocesses, local
 ranks that report) share a spool. Appends and compaction hold ``spool.lock``; exactly
 one process at a time holds ``sender.lock`` and posts every record in ``seq`` order,
@@ -39,12 +16,6 @@ waits until the sender acknowledged its records before it posts anything newer, 
 server never receives an older snapshot after a newer one. When the sender exits (even
 by SIGKILL: the kernel drops its locks) another process takes over, or a restart, or
 ``abeja-runtime sync``.
-
-Locks: the locks are ``flock(2)`` locks, exactly the kernel lock :mod:`filelock` takes on
-POSIX, but held on a file descriptor kept open by the spool. Through ``filelock`` each
-acquire/release costs about 70 us of bookkeeping (measured on the CI machine), over a
-third of the whole 200 us budget of an epoch-end report; the raw call costs about 1 us.
-Where ``fcntl`` does not exist (Windows) :class:`filelock.FileLock` is used.
 
 Costs: an append is one JSON encoding of the document, two ``pread``/``pwrite`` of the
 state and one ``write`` under the lock, with no ``fsync`` (:meth:`Spool.sync` runs at
@@ -77,7 +48,7 @@ import weakref
 from collections import deque
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..config import (
     ENV_SPOOL,
@@ -93,12 +64,17 @@ from ._spool_files import (
     STATE_FILE_NAME,
     STATE_LEN,
     Flock,
+    SpoolBusyError,
+    SpoolRecord,
+    count_undelivered,
     decode_state,
     default_spool_dir,
     encode_state,
     has_leftovers,
     line_of,
     parse_line,
+    rebuild_state,
+    record_from,
     spool_enabled,
     spool_root,
 )
@@ -124,35 +100,6 @@ __all__ = [
 _THREAD_LOCK_WAIT = 2.0
 
 logger = logging.getLogger("abeja_runtime.spool")
-
-
-class SpoolBusyError(RuntimeError):
-    """Another process is this spool's sender (``abeja-runtime sync`` refuses then)."""
-
-
-class SpoolRecord(NamedTuple):
-    """One must-deliver document read back from the spool.
-
-    Attributes:
-        seq: spool-wide position (1, 2, ...), the order in which records are posted.
-        document: the JSON-safe statistics document.
-        time: wall-clock time of the report.
-        pid: the writing process.
-        writer: the writing :class:`Spool` instance's id.
-        lseq: the writer's own report number (its reporter's ``Snapshot.seq``).
-        job: the job's identity (``organization_id``, ``job_definition_name``,
-            ``training_job_id``), or None when the writer did not know it.
-        line: line number in the data file (for messages).
-    """
-
-    seq: int
-    document: dict[str, Any]
-    time: float
-    pid: int
-    writer: str
-    lseq: int
-    job: dict[str, str] | None
-    line: int
 
 
 _SPOOLS: weakref.WeakSet[Spool] = weakref.WeakSet()
@@ -269,24 +216,14 @@ class Spool:
             return state
         assert self._data_fd is not None and self._state_fd is not None
         size = os.fstat(self._data_fd).st_size
-        max_seq = acked = 0
-        if size:
-            data = os.pread(self._data_fd, size, 0)
-            for line in data.split(b"\n"):
-                obj, _ = parse_line(line)
-                if obj is None:
-                    continue
-                if isinstance(obj.get("seq"), int):
-                    max_seq = max(max_seq, obj["seq"])
-                if isinstance(obj.get("ack"), int):
-                    acked = max(acked, obj["ack"])
+        rebuilt = rebuild_state(os.pread(self._data_fd, size, 0) if size else b"")
         if os.fstat(self._state_fd).st_size:  # it existed and was damaged
             logger.warning(
                 "statistics spool %s: state file damaged; rebuilt from %s",
                 self.directory,
                 self.data_path,
             )
-        return max_seq + 1, acked
+        return rebuilt
 
     def _append_line(self, line: bytes) -> None:
         """Append one line (under the lock), after terminating a dead partial line."""
@@ -436,19 +373,7 @@ class Spool:
                 data = fh.read()
         except OSError:
             return 0
-        seqs: list[int] = []
-        for line in data.split(b"\n"):
-            obj, _ = parse_line(line)
-            if obj is None:
-                continue
-            ack = obj.get("ack")
-            if isinstance(ack, int):
-                acked = max(acked, ack)
-                continue
-            seq = obj.get("seq")
-            if isinstance(seq, int):
-                seqs.append(seq)
-        return sum(1 for seq in seqs if seq > acked)
+        return count_undelivered(data, acked)
 
     def try_become_sender(self) -> bool:
         """Take the sender lock if no other process holds it (never waits)."""
@@ -546,19 +471,7 @@ class Spool:
                     why or "not a statistics record",
                 )
                 continue
-            job = obj.get("job")
-            self._pending.append(
-                SpoolRecord(
-                    seq=seq,
-                    document=obj["doc"],
-                    time=float(obj.get("time") or 0.0),
-                    pid=int(obj.get("pid") or 0),
-                    writer=str(obj.get("writer") or ""),
-                    lseq=int(obj.get("lseq") or 0),
-                    job=job if isinstance(job, dict) else None,
-                    line=self._lineno,
-                )
-            )
+            self._pending.append(record_from(obj, seq, self._lineno))
         while self._pending and self._pending[0].seq <= self._acked:
             self._pending.popleft()
 
