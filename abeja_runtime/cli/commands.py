@@ -21,7 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +30,14 @@ from ..exit_codes import EXIT_OK, exit_code_for_error
 from ..runner.api_target import ENV_ORGANIZATION_ID, ApiTarget, open_target
 from ..validators import check_id, check_version
 from .tables import (
-    _cell,
-    _clip,
     _entries,
     _paging,
-    _progress_cell,
     _time,
+    jobs_table,
+    models_table,
     render_record,
     render_table,
+    versions_table,
 )
 
 __all__ = ["register"]
@@ -79,36 +79,6 @@ def _definitions_list(t: ApiTarget, a: argparse.Namespace) -> Output:
     return table + _paging(response, len(entries)), response
 
 
-def _versions_table(versions: Sequence[Mapping[str, Any]]) -> str:
-    rows = [
-        [
-            v.get("job_definition_version"),
-            v.get("handler"),
-            v.get("image"),
-            v.get("archived"),
-            _time(v.get("created_at")),
-            _clip(_cell(v.get("description"))),
-        ]
-        for v in versions
-    ]
-    return render_table(["VERSION", "HANDLER", "IMAGE", "ARCHIVED", "CREATED", "DESCRIPTION"], rows)
-
-
-def _jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:
-    rows = [
-        [
-            j.get("training_job_id") or j.get("id"),
-            j.get("job_definition_version"),
-            j.get("status"),
-            _progress_cell(j),
-            _time(j.get("created_at")),
-            _clip(_cell(j.get("description"))),
-        ]
-        for j in jobs
-    ]
-    return render_table(["JOB ID", "VERSION", "STATUS", "PROGRESS", "CREATED", "DESCRIPTION"], rows)
-
-
 def _definitions_get(t: ApiTarget, a: argparse.Namespace) -> Output:
     response = t.client.get_training_job_definition(
         t.organization_id, a.name, include_jobs=bool(a.jobs)
@@ -127,11 +97,11 @@ def _definitions_get(t: ApiTarget, a: argparse.Namespace) -> Output:
     )
     versions = [v for v in response.get("versions") or [] if isinstance(v, dict)]
     if versions:
-        text += "\n\nversions:\n" + _versions_table(versions)
+        text += "\n\nversions:\n" + versions_table(versions)
     jobs = response.get("jobs")
     if a.jobs and isinstance(jobs, (list, dict)):
         job_list = _entries(jobs)
-        text += "\n\njobs:\n" + (_jobs_table(job_list) if job_list else "none")
+        text += "\n\njobs:\n" + (jobs_table(job_list) if job_list else "none")
     return text, response
 
 
@@ -163,7 +133,7 @@ def _versions_list(t: ApiTarget, a: argparse.Namespace) -> Output:
     entries = _entries(response)
     if not entries:
         return f"no versions of {a.definition}", response
-    return _versions_table(entries), response
+    return versions_table(entries), response
 
 
 _VERSION_FIELDS = [
@@ -237,7 +207,7 @@ def _jobs_list(t: ApiTarget, a: argparse.Namespace) -> Output:
     entries = _entries(response)
     if not entries:
         return f"no jobs of {a.definition}" + _paging(response, 0), response
-    return _jobs_table(entries) + _paging(response, len(entries)), response
+    return jobs_table(entries) + _paging(response, len(entries)), response
 
 
 _JOB_FIELDS = [
@@ -309,23 +279,6 @@ def _jobs_result(t: ApiTarget, a: argparse.Namespace) -> Output:
 # --------------------------------------------------------------------------- models
 
 
-def _models_table(models: Sequence[Mapping[str, Any]]) -> str:
-    rows = [
-        [
-            m.get("training_model_id") or m.get("id"),
-            m.get("training_job_id"),
-            m.get("exec_env"),
-            m.get("archived"),
-            _time(m.get("created_at")),
-            _clip(_cell(m.get("description"))),
-        ]
-        for m in models
-    ]
-    return render_table(
-        ["MODEL ID", "JOB ID", "EXEC ENV", "ARCHIVED", "CREATED", "DESCRIPTION"], rows
-    )
-
-
 def _models_list(t: ApiTarget, a: argparse.Namespace) -> Output:
     response = t.client.get_training_models(
         t.organization_id, a.definition, filter_archived=_archived_filter(a)
@@ -333,7 +286,7 @@ def _models_list(t: ApiTarget, a: argparse.Namespace) -> Output:
     entries = _entries(response)
     if not entries:
         return f"no models of {a.definition}", response
-    return _models_table(entries), response
+    return models_table(entries), response
 
 
 _MODEL_FIELDS = [

@@ -10,7 +10,13 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["render_record", "render_table"]
+__all__ = [
+    "jobs_table",
+    "models_table",
+    "render_record",
+    "render_table",
+    "versions_table",
+]
 
 
 def _cell(value: Any) -> str:
@@ -95,3 +101,50 @@ def _progress_cell(job: Mapping[str, Any]) -> str:
     if fraction is not None:
         parts.append(f"{fraction * 100:.0f}%")
     return " ".join(parts) or "-"
+
+
+def versions_table(versions: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
+        [
+            v.get("job_definition_version"),
+            v.get("handler"),
+            v.get("image"),
+            v.get("archived"),
+            _time(v.get("created_at")),
+            _clip(_cell(v.get("description"))),
+        ]
+        for v in versions
+    ]
+    return render_table(["VERSION", "HANDLER", "IMAGE", "ARCHIVED", "CREATED", "DESCRIPTION"], rows)
+
+
+def jobs_table(jobs: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
+        [
+            j.get("training_job_id") or j.get("id"),
+            j.get("job_definition_version"),
+            j.get("status"),
+            _progress_cell(j),
+            _time(j.get("created_at")),
+            _clip(_cell(j.get("description"))),
+        ]
+        for j in jobs
+    ]
+    return render_table(["JOB ID", "VERSION", "STATUS", "PROGRESS", "CREATED", "DESCRIPTION"], rows)
+
+
+def models_table(models: Sequence[Mapping[str, Any]]) -> str:
+    rows = [
+        [
+            m.get("training_model_id") or m.get("id"),
+            m.get("training_job_id"),
+            m.get("exec_env"),
+            m.get("archived"),
+            _time(m.get("created_at")),
+            _clip(_cell(m.get("description"))),
+        ]
+        for m in models
+    ]
+    return render_table(
+        ["MODEL ID", "JOB ID", "EXEC ENV", "ARCHIVED", "CREATED", "DESCRIPTION"], rows
+    )

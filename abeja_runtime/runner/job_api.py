@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from ..errors import (
     MethodNotAllowed,
     NotFound,
 )
+from ..exit_codes import EXIT_OK
 from .api_target import ApiTarget
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -29,7 +30,13 @@ from ..validators import HandlerSpec
 from .console import _Console, _human_size, format_progress
 from .source import SOURCE_EXCLUDED_DIRS, SOURCE_EXCLUDED_SUFFIXES, source_archive
 
-__all__ = ["RunResult", "create_job", "ensure_definition", "upload_version"]
+__all__ = [
+    "RunResult",
+    "create_job",
+    "deliver_spool_leftovers",
+    "ensure_definition",
+    "upload_version",
+]
 
 
 # --------------------------------------------------------------------------- the job
@@ -277,3 +284,49 @@ def create_job(
     job_id = str(job.get("training_job_id") or job.get("id"))
     console.note(f"job {job_id} created ({name} version {version})")
     return job_id
+
+
+def deliver_spool_leftovers(
+    api: ApiTarget,
+    source: Path,
+    job_id: str,
+    env: Mapping[str, str],
+    note: Callable[..., None],
+) -> None:
+    """Send what the handler left in its statistics spool, before the final status.
+
+    A handler killed (SIGKILL, OOM) or whose exit flush ran out of time leaves its
+    undelivered epoch ends on disk; the job's statistics must hold them before it is
+    marked Complete/Failed/Stopped and before its model takes them as metrics.
+    ``note(text, error=...)`` prints a line of the run's console.
+    """
+    from ..statistics.delivery import deliver_spool
+    from ..statistics.spool import DATA_FILE_NAME, default_spool_dir, spool_enabled
+
+    if not spool_enabled(env):
+        return
+    directory = default_spool_dir(job_id, env)
+    if not directory.is_absolute():  # relative to the handler's working dir
+        directory = source / directory
+    if not (directory / DATA_FILE_NAME).exists():
+        return
+    lines: list[str] = []
+    try:
+        code = deliver_spool(
+            directory,
+            api.client,
+            organization=api.organization_id,
+            say=lines.append,
+        )
+    except AbejaRuntimeError as exc:
+        note(f"statistics spool {directory} not delivered: {exc}", error=True)
+        return
+    sent = [line for line in lines if line.startswith("sent record")]
+    if code != EXIT_OK:
+        note(
+            f"statistics spool {directory} not fully delivered: {lines[-1] if lines else ''}"
+            " (send it later with: abeja-runtime sync --dir DIR)",
+            error=True,
+        )
+    elif sent:
+        note(f"delivered {len(sent)} statistics the handler left in its spool")

@@ -87,6 +87,7 @@ from .job_api import (
     _JobStatus,
     _JobWatcher,
     create_job,
+    deliver_spool_leftovers,
     ensure_definition,
     upload_version,
 )
@@ -347,7 +348,7 @@ class _Run:
                 watcher.join(timeout=30)
             elapsed = time.monotonic() - started
             outcome = _read_outcome(outcome_path)
-        self._deliver_spool_leftovers(job_id, env)
+        deliver_spool_leftovers(self.api, self.source, job_id, env, self.console.note)
         self.console.close()
         returncode = proc.returncode
         if reason is None and watcher.stopped.is_set():
@@ -388,44 +389,6 @@ class _Run:
         )
         self._summary(result, elapsed)
         return result
-
-    def _deliver_spool_leftovers(self, job_id: str, env: Mapping[str, str]) -> None:
-        """Send what the handler left in its statistics spool, before the final status.
-
-        A handler killed (SIGKILL, OOM) or whose exit flush ran out of time leaves its
-        undelivered epoch ends on disk; the job's statistics must hold them before it is
-        marked Complete/Failed/Stopped and before its model takes them as metrics.
-        """
-        from ..statistics.delivery import deliver_spool
-        from ..statistics.spool import DATA_FILE_NAME, default_spool_dir, spool_enabled
-
-        if not spool_enabled(env):
-            return
-        directory = default_spool_dir(job_id, env)
-        if not directory.is_absolute():  # relative to the handler's working dir
-            directory = self.source / directory
-        if not (directory / DATA_FILE_NAME).exists():
-            return
-        lines: list[str] = []
-        try:
-            code = deliver_spool(
-                directory,
-                self.api.client,
-                organization=self.api.organization_id,
-                say=lines.append,
-            )
-        except AbejaRuntimeError as exc:
-            self.console.note(f"statistics spool {directory} not delivered: {exc}", error=True)
-            return
-        sent = [line for line in lines if line.startswith("sent record")]
-        if code != EXIT_OK:
-            self.console.note(
-                f"statistics spool {directory} not fully delivered: {lines[-1] if lines else ''}"
-                " (send it later with: abeja-runtime sync --dir DIR)",
-                error=True,
-            )
-        elif sent:
-            self.console.note(f"delivered {len(sent)} statistics the handler left in its spool")
 
     @staticmethod
     def _decide(
