@@ -28,7 +28,6 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 from werkzeug.utils import send_file
 from werkzeug.wrappers import Request, Response
@@ -70,33 +69,6 @@ def _error_body(exc: HttpError) -> dict[str, Any]:
     if exc.error_detail:
         body["error_detail"] = exc.error_detail
     return body
-
-
-def _split_path(environ: WSGIEnvironment) -> list[str]:
-    """The request path as percent-decoded segments, from the raw URI when available.
-
-    Raises:
-        BadRequest: a segment is not valid UTF-8 once decoded.
-    """
-    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
-    if raw:
-        path = urlsplit(raw).path if "://" in raw.split("?", 1)[0] else raw.split("?", 1)[0]
-        parts = path.split("/")
-        try:  # WSGI strings carry the raw bytes as latin-1
-            segments = [
-                unquote(p.encode("latin-1").decode("utf-8"), errors="strict") for p in parts
-            ]
-        except UnicodeDecodeError:
-            v.bad_request("the request path is not valid UTF-8")
-    else:  # another WSGI server: PATH_INFO is decoded already
-        segments = (
-            environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace").split("/")
-        )
-    if segments and segments[0] == "":
-        segments = segments[1:]
-    if segments and segments[-1] == "":  # one trailing slash is accepted everywhere
-        segments = segments[:-1]
-    return segments
 
 
 class EmulatorApp:
@@ -216,7 +188,7 @@ class EmulatorApp:
         return response(environ, start_response)
 
     def _dispatch(self, request: Request) -> Response:
-        segments = _split_path(request.environ)
+        segments = v.split_path(request.environ)
         if self.dashboard.owns(segments):
             return self.dashboard.handle(request, segments)
         route, params = self._match(request.method, segments)

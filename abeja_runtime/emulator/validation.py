@@ -17,10 +17,14 @@ import json
 import math
 import re
 from collections.abc import Collection, Mapping
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import unquote, urlsplit
 
 from ..errors import BadRequest, StatisticsError
 from ..statistics_rules import MAX_DOCUMENT_BYTES, check_wire_document
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import WSGIEnvironment
 
 __all__ = [
     "JOB_STATUSES",
@@ -45,6 +49,7 @@ __all__ = [
     "parse_filter_archived",
     "parse_json",
     "parse_paging",
+    "split_path",
 ]
 
 #: Largest JSON request body (and largest ``parameters`` part of an upload).
@@ -355,3 +360,30 @@ def parse_paging(args: Mapping[str, str], *, default_limit: int = 10) -> tuple[i
     offset = _query_int(args, "offset", 0, 0, 10**9)
     limit = _query_int(args, "limit", default_limit, 1, MAX_LIMIT)
     return offset, limit
+
+
+def split_path(environ: WSGIEnvironment) -> list[str]:
+    """The request path as percent-decoded segments, from the raw URI when available.
+
+    Raises:
+        BadRequest: a segment is not valid UTF-8 once decoded.
+    """
+    raw = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if raw:
+        path = urlsplit(raw).path if "://" in raw.split("?", 1)[0] else raw.split("?", 1)[0]
+        parts = path.split("/")
+        try:  # WSGI strings carry the raw bytes as latin-1
+            segments = [
+                unquote(p.encode("latin-1").decode("utf-8"), errors="strict") for p in parts
+            ]
+        except UnicodeDecodeError:
+            bad_request("the request path is not valid UTF-8")
+    else:  # another WSGI server: PATH_INFO is decoded already
+        segments = (
+            environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace").split("/")
+        )
+    if segments and segments[0] == "":
+        segments = segments[1:]
+    if segments and segments[-1] == "":  # one trailing slash is accepted everywhere
+        segments = segments[:-1]
+    return segments
