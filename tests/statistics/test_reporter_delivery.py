@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,6 @@ import pytest
 
 from abeja_runtime.config import env_flag
 from abeja_runtime.errors import ConfigurationError, StatisticsError
-from abeja_runtime.job import JobContext
 from abeja_runtime.statistics._delivery_state import DeliveryState
 from abeja_runtime.statistics.reporter import StatisticsReporter
 from abeja_runtime.statistics.spool import spool_enabled
@@ -26,22 +24,15 @@ from tests.support.statistics_server import StatisticsServer
 
 
 @pytest.fixture
-def make_reporter(server: StatisticsServer) -> Iterator[Any]:
-    made: list[StatisticsReporter] = []
+def make_reporter(make_reporter: Any) -> Any:
+    """The statistics tests' reporter, posting every report at once by default."""
 
     def make(**kwargs: Any) -> StatisticsReporter:
-        kwargs.setdefault("context", JobContext.from_env(server.job_env()))
-        kwargs.setdefault("handle_sigterm", False)
-        kwargs.setdefault("flush_at_exit", False)
-        kwargs.setdefault("rank", 0)
         kwargs.setdefault("min_interval", 0)
-        reporter = StatisticsReporter(**kwargs)
-        made.append(reporter)
+        reporter: StatisticsReporter = make_reporter(**kwargs)
         return reporter
 
-    yield make
-    for reporter in made:
-        reporter.close(timeout=5)
+    return make
 
 
 # every value of issue 13, point 1: the platform refuses each of them

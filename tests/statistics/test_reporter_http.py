@@ -10,35 +10,14 @@ from __future__ import annotations
 import itertools
 import logging
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from abeja_runtime.job import JobContext
 from abeja_runtime.statistics import Statistics
-from abeja_runtime.statistics.reporter import StatisticsReporter
 
 from tests.support.statistics_server import TOKEN, StatisticsServer
-
-
-@pytest.fixture
-def make_reporter(server: StatisticsServer) -> Iterator[Any]:
-    made: list[StatisticsReporter] = []
-
-    def make(**kwargs: Any) -> StatisticsReporter:
-        kwargs.setdefault("context", JobContext.from_env(server.job_env()))
-        kwargs.setdefault("handle_sigterm", False)
-        kwargs.setdefault("flush_at_exit", False)
-        kwargs.setdefault("rank", 0)
-        kwargs.setdefault("request_timeout", 5)
-        reporter = StatisticsReporter(**kwargs)
-        made.append(reporter)
-        return reporter
-
-    yield make
-    for reporter in made:
-        reporter.close(timeout=5)
 
 
 def test_server_statistics_equal_what_was_reported(
