@@ -37,12 +37,14 @@ def _write(directory: Path, name: str, code: str) -> Path:
     return path
 
 
-def _child(source: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def _child(
+    source: Path, env: dict[str, str], *args: str, module: str = "abeja_runtime.runner.child"
+) -> subprocess.CompletedProcess[str]:
     full = dict(os.environ)
     full["PYTHONPATH"] = str(REPO)
     full.update(env)
     return subprocess.run(
-        [sys.executable, "-m", "abeja_runtime.runner.child", *args],
+        [sys.executable, "-m", module, *args],
         cwd=source,
         env=full,
         capture_output=True,
@@ -242,6 +244,20 @@ def test_check_mode_never_calls_the_handler(tmp_path: Path) -> None:
     done = _child(tmp_path, {"HANDLER": "train:handler"}, "--check")
     assert done.returncode == 0, done.stderr
     assert not marker.exists()
+
+
+def test_the_old_handler_main_path_still_runs_the_handler(tmp_path: Path) -> None:
+    # ``python -m abeja_runtime.handler_main`` was documented before the move (issue 16)
+    _write(
+        tmp_path,
+        "train.py",
+        "import sys, os\ndef handler(context):\n    sys.exit(int(os.environ['CODE']))\n",
+    )
+    old = "abeja_runtime.handler_main"
+    assert _child(tmp_path, {"HANDLER": "train:handler", "CODE": "5"}, module=old).returncode == 5
+    done = _child(tmp_path, {"HANDLER": "train:nothere"}, "--check", module=old)
+    assert done.returncode == EXIT_BAD_HANDLER
+    assert "has no function 'nothere'" in done.stderr
 
 
 def test_build_context_defaults() -> None:
