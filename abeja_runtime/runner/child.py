@@ -39,6 +39,7 @@ import importlib
 import inspect
 import json
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable, Mapping, Sequence
@@ -181,6 +182,26 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
+def _undo_inherited_ignores() -> None:
+    """Let SIGINT and SIGTERM reach the handler even if our parent ignored them.
+
+    The runner starts this process in a session of its own, so those two come
+    only from the runner (Ctrl-C forwarded as ``SIGINT``, a stop as ``SIGTERM``)
+    or from someone who named the handler's pid. A runner started as a
+    background job of a non-interactive shell (``abeja-runtime run ... &`` in a
+    script or a CI step) has ``SIGINT`` ignored, and an ignored signal stays
+    ignored across ``exec`` (Python keeps an ignored ``SIGINT`` ignored too):
+    without this the forwarded Ctrl-C raised nothing, and the handler was killed
+    at the end of the grace period with no ``KeyboardInterrupt`` and no exit
+    flush. Runs before the handler's module is imported, so whatever the
+    handler installs itself still wins.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_IGN:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _run(spec_text: str | None, check_only: bool) -> int:
     env = os.environ
     try:
@@ -241,6 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The handler sees a clean argv, as on the platform: its own argparse must
     # not trip over our flags.
     sys.argv = sys.argv[:1]
+    _undo_inherited_ignores()
     return _run(
         args.handler if args.handler is not None else os.environ.get(ENV_HANDLER), args.check
     )

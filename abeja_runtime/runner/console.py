@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import threading
 from collections.abc import Mapping
 from typing import IO, TYPE_CHECKING, Any, TextIO
@@ -164,6 +165,18 @@ def _pump(pipe: IO[bytes], console: _Console, error: bool) -> None:
             console.line(text, error=error)
     finally:
         pipe.close()
+
+
+def _start_pumps(proc: subprocess.Popen[bytes], console: _Console) -> list[threading.Thread]:
+    """One daemon thread per output pipe of ``proc``, copying it to ``console``."""
+    assert proc.stdout is not None and proc.stderr is not None
+    pumps = [
+        threading.Thread(target=_pump, args=(proc.stdout, console, False), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, console, True), daemon=True),
+    ]
+    for pump in pumps:
+        pump.start()
+    return pumps
 
 
 def _human_size(size: float) -> str:

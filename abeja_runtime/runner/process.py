@@ -108,7 +108,13 @@ def _signal_name(signum: int) -> str:
 
 @contextlib.contextmanager
 def _forwarded_signals(received: list[int]) -> Iterator[None]:
-    """Record SIGINT/SIGTERM instead of dying, while the handler runs (main thread only)."""
+    """Record SIGINT/SIGTERM instead of dying, while the handler runs (main thread only).
+
+    A signal this process was started with ignored stays ignored, as in Python
+    and the shells: a runner started in the background of a non-interactive
+    shell (``abeja-runtime run ... &``) ignores ``SIGINT``, so a Ctrl-C meant
+    for the foreground command does not stop the job.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -116,7 +122,11 @@ def _forwarded_signals(received: list[int]) -> Iterator[None]:
     def record(signum: int, _frame: Any) -> None:
         received.append(signum)
 
-    previous = {sig: signal.signal(sig, record) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {
+        sig: signal.signal(sig, record)
+        for sig in (signal.SIGINT, signal.SIGTERM)
+        if signal.getsignal(sig) is not signal.SIG_IGN
+    }
     try:
         yield
     finally:

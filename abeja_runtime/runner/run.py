@@ -71,7 +71,7 @@ from .child import EXIT_BAD_HANDLER
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..emulator import Emulator
-from .console import _Console, _is_live, _pump, format_progress
+from .console import _Console, _is_live, _start_pumps, format_progress
 from .inputs import (
     DEFAULT_GRACE_PERIOD,
     DEFAULT_POLL_INTERVAL,
@@ -203,60 +203,61 @@ class _Run:
     # -- the child ----------------------------------------------------------------------
 
     def _supervise(
-        self, proc: subprocess.Popen[bytes], watcher: _JobWatcher
+        self, proc: subprocess.Popen[bytes], watcher: _JobWatcher, received: list[int]
     ) -> tuple[str | None, int | None]:
-        """Wait for the child, forwarding signals and API stops; returns (reason, signal)."""
+        """Wait for the child, forwarding signals and API stops; returns (reason, signal).
+
+        ``received`` is filled by the signal guard the caller holds, so that a
+        signal that came while the child was being started is passed on too.
+        """
         tree = _ProcessTree(proc.pid)
-        received: list[int] = []
         reason: str | None = None
         reason_signal: int | None = None
         kill_at: float | None = None
         handled = 0
         next_refresh = time.monotonic() + 1.0
-        guard = _forwarded_signals(received) if self.handle_signals else contextlib.nullcontext()
-        with guard:
-            while proc.poll() is None:
-                while handled < len(received):
-                    signum = received[handled]
-                    handled += 1
-                    if reason is None:
-                        reason, reason_signal = _signal_name(signum), signum
-                        self.console.note(
-                            f"{reason}: passing it to the handler; its process tree is "
-                            f"killed if it is still running in {self.grace_period:g} s "
-                            "(again to kill it now)"
-                        )
-                        with contextlib.suppress(OSError):
-                            os.kill(proc.pid, signum)
-                        kill_at = time.monotonic() + self.grace_period
-                    else:
-                        self.console.note(f"{_signal_name(signum)} again: killing the handler now")
-                        tree.kill()
-                if reason is None and watcher.stopped.is_set():
-                    reason = "api"
+        while proc.poll() is None:
+            while handled < len(received):
+                signum = received[handled]
+                handled += 1
+                if reason is None:
+                    reason, reason_signal = _signal_name(signum), signum
                     self.console.note(
-                        "the job was stopped through the API: sending SIGTERM to the handler "
-                        f"(killed if still running in {self.grace_period:g} s)"
+                        f"{reason}: passing it to the handler; its process tree is "
+                        f"killed if it is still running in {self.grace_period:g} s "
+                        "(again to kill it now)"
                     )
                     with contextlib.suppress(OSError):
-                        os.kill(proc.pid, signal.SIGTERM)
+                        os.kill(proc.pid, signum)
                     kill_at = time.monotonic() + self.grace_period
-                now = time.monotonic()
-                if kill_at is not None and now >= kill_at:
-                    self.console.note(
-                        f"the handler is still running after {self.grace_period:g} s: "
-                        "killing its process tree"
-                    )
+                else:
+                    self.console.note(f"{_signal_name(signum)} again: killing the handler now")
                     tree.kill()
-                    kill_at = None
-                if now >= next_refresh:
-                    tree.refresh()
-                    next_refresh = now + 1.0
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=0.1)
-            # The handler is gone; whatever it left behind goes too, as when the
-            # platform's container ends.
-            tree.kill()
+            if reason is None and watcher.stopped.is_set():
+                reason = "api"
+                self.console.note(
+                    "the job was stopped through the API: sending SIGTERM to the handler "
+                    f"(killed if still running in {self.grace_period:g} s)"
+                )
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGTERM)
+                kill_at = time.monotonic() + self.grace_period
+            now = time.monotonic()
+            if kill_at is not None and now >= kill_at:
+                self.console.note(
+                    f"the handler is still running after {self.grace_period:g} s: "
+                    "killing its process tree"
+                )
+                tree.kill()
+                kill_at = None
+            if now >= next_refresh:
+                tree.refresh()
+                next_refresh = now + 1.0
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.1)
+        # The handler is gone; whatever it left behind goes too, as when the
+        # platform's container ends.
+        tree.kill()
         return reason, reason_signal
 
     def run(self) -> RunResult:
@@ -314,38 +315,40 @@ class _Run:
             self.console.note(f"running {self.spec} in {self.source} (results in {result_dir})")
             self._announce_dashboard(job_id)
             started = time.monotonic()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "abeja_runtime.runner.child"],
-                cwd=str(self.source),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,
-            )
-            assert proc.stdout is not None and proc.stderr is not None
-            pumps = [
-                threading.Thread(
-                    target=_pump, args=(proc.stdout, self.console, False), daemon=True
-                ),
-                threading.Thread(target=_pump, args=(proc.stderr, self.console, True), daemon=True),
-            ]
-            for pump in pumps:
-                pump.start()
             watcher = _JobWatcher(self.api, self.name, job_id, self.poll_interval, self.console)
-            watcher.start()
+            pumps: list[threading.Thread] = []
+            received: list[int] = []
+            # The guard is up before the child exists: a Ctrl-C that comes while
+            # it starts is passed on to it like any other, not raised here.
+            signals = (
+                _forwarded_signals(received) if self.handle_signals else contextlib.nullcontext()
+            )
             try:
-                reason, reason_signal = self._supervise(proc, watcher)
-            except BaseException:
-                if proc.poll() is None:  # never leave a handler running behind us
-                    kill_process_tree(proc.pid)
-                    proc.wait()
-                raise
+                with signals:
+                    proc = subprocess.Popen(
+                        [sys.executable, "-m", "abeja_runtime.runner.child"],
+                        cwd=str(self.source),
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE,
+                        start_new_session=True,
+                    )
+                    pumps = _start_pumps(proc, self.console)
+                    watcher.start()
+                    try:
+                        reason, reason_signal = self._supervise(proc, watcher, received)
+                    except BaseException:
+                        if proc.poll() is None:  # never leave a handler running behind us
+                            kill_process_tree(proc.pid)
+                            proc.wait()
+                        raise
             finally:
                 watcher.done.set()
                 for pump in pumps:
                     pump.join(timeout=10)
-                watcher.join(timeout=30)
+                if watcher.ident is not None:
+                    watcher.join(timeout=30)
             elapsed = time.monotonic() - started
             outcome = _read_outcome(outcome_path)
         deliver_spool_leftovers(self.api, self.source, job_id, env, self.console.note)

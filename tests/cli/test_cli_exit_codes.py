@@ -29,6 +29,7 @@ from abeja_runtime.errors import Conflict
 
 from tests.support import REPO
 from tests.support.fault_proxy import FaultProxy
+from tests.support.processes import with_signals
 
 README = REPO / "README.md"
 
@@ -76,7 +77,8 @@ class Ran:
 
 def cli(env: dict[str, str], *argv: str, cwd: Path | None = None, **kwargs: Any) -> Ran:
     proc = subprocess.run(
-        [sys.executable, "-m", "abeja_runtime", *argv],
+        # SIGINT/SIGTERM as from a terminal, however pytest itself was started
+        with_signals([sys.executable, "-m", "abeja_runtime", *argv]),
         env=env,
         cwd=cwd or REPO,
         capture_output="stdout" not in kwargs,

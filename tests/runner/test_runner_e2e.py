@@ -31,6 +31,7 @@ from abeja_runtime.emulator import Emulator
 from abeja_runtime.runner.api_target import CREDENTIAL_ENV_NAMES
 
 from tests.support import REPO
+from tests.support.processes import with_signals
 
 GOOD = """
 import json, os, pathlib, time
@@ -187,9 +188,12 @@ def _run(
     )
 
 
-def _start(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[str]:
+def _start(
+    args: list[str], env: dict[str, str], cwd: Path, *, ignored: tuple[int, ...] = ()
+) -> subprocess.Popen[str]:
+    """The runner, with SIGINT/SIGTERM as from a terminal unless ``ignored`` says otherwise."""
     return subprocess.Popen(
-        [sys.executable, "-m", "abeja_runtime", *args],
+        with_signals([sys.executable, "-m", "abeja_runtime", *args], ignored=ignored),
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
@@ -544,6 +548,33 @@ def test_sigint_is_forwarded_as_ctrl_c(
     emu = reopen()
     job = emu.client().get_training_job(emu.organization_id, "project", job_id)
     assert job["status"] == "Stopped"
+
+
+def test_a_runner_started_with_sigint_ignored_leaves_it_ignored(
+    source: Path, base_env: dict[str, str], tmp_path: Path, reopen: Callable[[], Emulator]
+) -> None:
+    # As a background job of a script (`abeja-runtime run ... &`): a Ctrl-C meant
+    # for the foreground command must not stop the job; SIGTERM still does.
+    result = tmp_path / "results"
+    proc = _start(
+        ["run", "long:handler", "--source", str(source), "--result-dir", str(result)],
+        base_env,
+        tmp_path,
+        ignored=(signal.SIGINT,),
+    )
+    try:
+        _wait_for(lambda: (result / "ready").exists(), "the handler to start training")
+        handler_pid = int((result / "handler.pid").read_text())
+        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # handled in order: SIGINT first had it counted
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "SIGINT" not in out + err
+    assert "SIGTERM: passing it to the handler" in out
+    assert "still running after" not in out  # the handler heard the SIGTERM itself
+    assert _gone(handler_pid)
 
 
 @pytest.mark.slow

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +21,7 @@ from abeja_runtime.errors import ConfigurationError
 from abeja_runtime.runner.child import (
     EXIT_BAD_HANDLER,
     EXIT_HANDLER_FAILED,
+    EXIT_INTERRUPTED,
     EXIT_OK,
     HandlerError,
     HandlerSpec,
@@ -28,6 +31,7 @@ from abeja_runtime.runner.child import (
 from abeja_runtime.runner.inputs import check_handler, parse_assignments
 
 from tests.support import REPO
+from tests.support.processes import with_signals
 
 
 def _write(directory: Path, name: str, code: str) -> Path:
@@ -258,6 +262,55 @@ def test_the_old_handler_main_path_still_runs_the_handler(tmp_path: Path) -> Non
     done = _child(tmp_path, {"HANDLER": "train:nothere"}, "--check", module=old)
     assert done.returncode == EXIT_BAD_HANDLER
     assert "has no function 'nothere'" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "line"),
+    [
+        (signal.SIGINT, EXIT_INTERRUPTED, "handler interrupted"),
+        (signal.SIGTERM, -signal.SIGTERM, ""),
+    ],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_the_handler_hears_sigint_and_sigterm_its_parent_ignored(
+    tmp_path: Path, sig: int, code: int, line: str
+) -> None:
+    # A runner in the background of a script starts with SIGINT ignored, and an
+    # ignored signal stays ignored across exec: the handler must still get the
+    # Ctrl-C and the stop the runner passes on to it.
+    _write(
+        tmp_path,
+        "train.py",
+        """
+        import pathlib, time
+        def handler(context):
+            pathlib.Path("ready").touch()
+            time.sleep(120)
+        """,
+    )
+    env = dict(os.environ, PYTHONPATH=str(REPO), HANDLER="train:handler")
+    proc = subprocess.Popen(
+        with_signals(
+            [sys.executable, "-m", "abeja_runtime.runner.child"],
+            ignored=(signal.SIGINT, signal.SIGTERM),
+        ),
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "ready").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    assert line in err
 
 
 def test_build_context_defaults() -> None:

@@ -40,3 +40,24 @@ def run(
     proc = start(code, env, cwd)
     out, err = proc.communicate(timeout=120)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+_EXEC_WITH_DISPOSITIONS = """
+import os, signal, sys
+ignored = {int(n) for n in sys.argv[1].split(",") if n}
+for sig in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(sig, signal.SIG_IGN if int(sig) in ignored else signal.SIG_DFL)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def with_signals(argv: list[str], *, ignored: tuple[int, ...] = ()) -> list[str]:
+    """``argv`` started with SIGINT/SIGTERM in a known state, whoever started the tests.
+
+    ``ignored`` signals start ignored, as in a background job of a
+    non-interactive shell (``cmd &`` in a script ignores SIGINT); the others
+    start at their default, as from a terminal. Dispositions survive ``exec``;
+    without this a test of Ctrl-C passes or fails with how pytest was launched.
+    """
+    spec = ",".join(str(int(sig)) for sig in ignored)
+    return [sys.executable, "-c", _EXEC_WITH_DISPOSITIONS, spec, *argv]
