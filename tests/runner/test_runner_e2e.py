@@ -9,6 +9,7 @@ data dir, or one this test started and pointed the runner at through
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -16,7 +17,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -31,7 +31,7 @@ from abeja_runtime.emulator import Emulator
 from abeja_runtime.runner.api_target import CREDENTIAL_ENV_NAMES
 
 from tests.support import REPO
-from tests.support.processes import with_signals
+from tests.support.processes import wait_for, with_signals
 
 GOOD = """
 import json, os, pathlib, time
@@ -202,13 +202,58 @@ def _start(
     )
 
 
-def _wait_for(predicate: Callable[[], bool], what: str, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+@dataclasses.dataclass
+class _Stopped:
+    """How a run stopped once its handler was training ended, and what it had started."""
+
+    returncode: int
+    out: str
+    err: str
+    handler_pid: int
+    grandchild_pid: int
+    job_id: str  # "" for a handler that does not write job.id
+
+    @property
+    def log(self) -> str:
+        return self.out + self.err
+
+
+def _stop_once_training(
+    handler: str,
+    source: Path,
+    env: dict[str, str],
+    tmp_path: Path,
+    *,
+    signals: tuple[int, ...] = (),
+    on_ready: Callable[[str], None] | None = None,
+    ignored: tuple[int, ...] = (),
+) -> _Stopped:
+    """Run ``handler`` (LONG or STUBBORN); once it wrote ``ready``, stop it and wait.
+
+    The stop is ``signals`` sent to the runner in order, or ``on_ready(job_id)``.
+    """
+    result = tmp_path / "results"
+    proc = _start(
+        ["run", handler, "--source", str(source), "--result-dir", str(result)],
+        env,
+        tmp_path,
+        ignored=ignored,
+    )
+    try:
+        wait_for(lambda: (result / "ready").exists(), "the handler to start training")
+        handler_pid = int((result / "handler.pid").read_text())
+        grandchild_pid = int((result / "grandchild.pid").read_text())
+        job_file = result / "job.id"
+        job_id = job_file.read_text() if job_file.exists() else ""
+        if on_ready is not None:
+            on_ready(job_id)
+        for sig in signals:
+            proc.send_signal(sig)
+        out, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return _Stopped(proc.returncode, out, err, handler_pid, grandchild_pid, job_id)
 
 
 def _gone(pid: int) -> bool:
@@ -491,116 +536,65 @@ def test_handler_errors_are_one_clear_line_and_create_nothing(
 def test_sigterm_mid_training_stops_the_job_and_flushes_statistics(
     source: Path, base_env: dict[str, str], tmp_path: Path, reopen: Callable[[], Emulator]
 ) -> None:
-    result = tmp_path / "results"
     env = dict(base_env, ABEJA_RUNTIME_REPORT_INTERVAL="120")
-    proc = _start(
-        ["run", "long:handler", "--source", str(source), "--result-dir", str(result)],
-        env,
-        tmp_path,
-    )
-    try:
-        _wait_for(lambda: (result / "ready").exists(), "the handler to start training")
-        handler_pid = int((result / "handler.pid").read_text())
-        grandchild_pid = int((result / "grandchild.pid").read_text())
-        job_id = (result / "job.id").read_text()
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    log = out + err
-    assert proc.returncode == 143, log
-    assert "SIGTERM: passing it to the handler" in out, log
-    assert _gone(handler_pid), log
-    assert _gone(grandchild_pid), log
+    run = _stop_once_training("long:handler", source, env, tmp_path, signals=(signal.SIGTERM,))
+    log = run.log
+    assert run.returncode == 143, log
+    assert "SIGTERM: passing it to the handler" in run.out, log
+    assert _gone(run.handler_pid), log
+    assert _gone(run.grandchild_pid), log
     emu = reopen()
-    job = emu.client().get_training_job(emu.organization_id, "project", job_id)
+    job = emu.client().get_training_job(emu.organization_id, "project", run.job_id)
     assert job["status"] == "Stopped", (job, log)
     assert "SIGTERM" in (job["status_message"] or ""), (job, log)
     # Steps 2..50 were still waiting in the throttled reporter: the flush on
     # SIGTERM delivered the last one.
     assert job["statistics"]["step"] == 50, (job, log)
     assert job["statistics"]["stages"]["train"] == {"loss": 1.0 / 50}
-    assert "no model uploaded: the job is Stopped" in out, log
+    assert "no model uploaded: the job is Stopped" in run.out, log
 
 
 def test_sigint_is_forwarded_as_ctrl_c(
     source: Path, base_env: dict[str, str], tmp_path: Path, reopen: Callable[[], Emulator]
 ) -> None:
-    result = tmp_path / "results"
-    proc = _start(
-        ["run", "long:handler", "--source", str(source), "--result-dir", str(result)],
-        base_env,
-        tmp_path,
-    )
-    try:
-        _wait_for(lambda: (result / "ready").exists(), "the handler to start training")
-        handler_pid = int((result / "handler.pid").read_text())
-        job_id = (result / "job.id").read_text()
-        proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, out + err
-    assert "handler interrupted" in err
-    assert _gone(handler_pid)
+    run = _stop_once_training("long:handler", source, base_env, tmp_path, signals=(signal.SIGINT,))
+    assert run.returncode == 130, run.log
+    assert "handler interrupted" in run.err
+    assert _gone(run.handler_pid)
     emu = reopen()
-    job = emu.client().get_training_job(emu.organization_id, "project", job_id)
+    job = emu.client().get_training_job(emu.organization_id, "project", run.job_id)
     assert job["status"] == "Stopped"
 
 
 def test_a_runner_started_with_sigint_ignored_leaves_it_ignored(
-    source: Path, base_env: dict[str, str], tmp_path: Path, reopen: Callable[[], Emulator]
+    source: Path, base_env: dict[str, str], tmp_path: Path
 ) -> None:
     # As a background job of a script (`abeja-runtime run ... &`): a Ctrl-C meant
     # for the foreground command must not stop the job; SIGTERM still does.
-    result = tmp_path / "results"
-    proc = _start(
-        ["run", "long:handler", "--source", str(source), "--result-dir", str(result)],
+    run = _stop_once_training(
+        "long:handler",
+        source,
         base_env,
         tmp_path,
+        signals=(signal.SIGINT, signal.SIGTERM),  # handled in order: a counted SIGINT shows first
         ignored=(signal.SIGINT,),
     )
-    try:
-        _wait_for(lambda: (result / "ready").exists(), "the handler to start training")
-        handler_pid = int((result / "handler.pid").read_text())
-        proc.send_signal(signal.SIGINT)
-        proc.send_signal(signal.SIGTERM)  # handled in order: SIGINT first had it counted
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert "SIGINT" not in out + err
-    assert "SIGTERM: passing it to the handler" in out
-    assert "still running after" not in out  # the handler heard the SIGTERM itself
-    assert _gone(handler_pid)
+    assert "SIGINT" not in run.log
+    assert "SIGTERM: passing it to the handler" in run.out
+    assert "still running after" not in run.out  # the handler heard the SIGTERM itself
+    assert _gone(run.handler_pid)
 
 
 @pytest.mark.slow
 def test_a_handler_ignoring_sigterm_is_killed_after_the_grace_period(
     source: Path, base_env: dict[str, str], tmp_path: Path, reopen: Callable[[], Emulator]
 ) -> None:
-    result = tmp_path / "results"
     env = dict(base_env, ABEJA_RUNTIME_STOP_GRACE="1")
-    proc = _start(
-        ["run", "stubborn:handler", "--source", str(source), "--result-dir", str(result)],
-        env,
-        tmp_path,
-    )
-    try:
-        _wait_for(lambda: (result / "ready").exists(), "the handler to start")
-        handler_pid = int((result / "handler.pid").read_text())
-        grandchild_pid = int((result / "grandchild.pid").read_text())
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 143, out + err
-    assert "still running after 1 s: killing its process tree" in out
-    assert _gone(handler_pid)
-    assert _gone(grandchild_pid)
+    run = _stop_once_training("stubborn:handler", source, env, tmp_path, signals=(signal.SIGTERM,))
+    assert run.returncode == 143, run.log
+    assert "still running after 1 s: killing its process tree" in run.out
+    assert _gone(run.handler_pid)
+    assert _gone(run.grandchild_pid)
     emu = reopen()
     jobs = emu.client().get_training_jobs(emu.organization_id, "project")["entries"]
     assert [j["status"] for j in jobs] == ["Stopped"]
@@ -613,38 +607,27 @@ def test_stop_through_the_api_ends_the_handler(
     external_emulator: Emulator,
 ) -> None:
     emu = external_emulator
-    result = tmp_path / "results"
     env = dict(
         base_env,
         ABEJA_API_URL=emu.url,
         PLATFORM_AUTH_TOKEN=emu.token,
         ABEJA_ORGANIZATION_ID=emu.organization_id,
     )
-    proc = _start(
-        ["run", "long:handler", "--source", str(source), "--result-dir", str(result)],
-        env,
-        tmp_path,
-    )
-    try:
-        _wait_for(lambda: (result / "ready").exists(), "the handler to start training")
-        handler_pid = int((result / "handler.pid").read_text())
-        grandchild_pid = int((result / "grandchild.pid").read_text())
-        job_id = (result / "job.id").read_text()
-        client = emu.client()
+    client = emu.client()
+
+    def stop_through_the_api(job_id: str) -> None:
         assert client.get_training_job(emu.organization_id, "project", job_id)["status"] == (
             "Active"
         )
         client.stop_training_job(emu.organization_id, "project", job_id)
-        out, err = proc.communicate(timeout=90)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 7, out + err
-    assert "using the API at " + emu.url in out
-    assert "stopped through the API" in out
-    assert _gone(handler_pid)
-    assert _gone(grandchild_pid)
-    job = emu.client().get_training_job(emu.organization_id, "project", job_id)
+
+    run = _stop_once_training("long:handler", source, env, tmp_path, on_ready=stop_through_the_api)
+    assert run.returncode == 7, run.log
+    assert "using the API at " + emu.url in run.out
+    assert "stopped through the API" in run.out
+    assert _gone(run.handler_pid)
+    assert _gone(run.grandchild_pid)
+    job = emu.client().get_training_job(emu.organization_id, "project", run.job_id)
     assert job["status"] == "Stopped"
     assert job["exec_env"] == "local"
 

@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -31,7 +30,7 @@ from abeja_runtime.runner.child import (
 from abeja_runtime.runner.inputs import check_handler, parse_assignments
 
 from tests.support import REPO
-from tests.support.processes import with_signals
+from tests.support.processes import wait_for, with_signals
 
 
 def _write(directory: Path, name: str, code: str) -> Path:
@@ -301,9 +300,7 @@ def test_the_handler_hears_sigint_and_sigterm_its_parent_ignored(
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        while not (tmp_path / "ready").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_for(lambda: (tmp_path / "ready").exists(), "the handler to start")
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
     finally:

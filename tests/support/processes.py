@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 _FOREIGN = ("ABEJA_", "TRAINING_", "PLATFORM_", "OMPI_", "SLURM_", "PMI_", "HOROVOD_")
@@ -61,3 +63,13 @@ def with_signals(argv: list[str], *, ignored: tuple[int, ...] = ()) -> list[str]
     """
     spec = ",".join(str(int(sig)) for sig in ignored)
     return [sys.executable, "-c", _EXEC_WITH_DISPOSITIONS, spec, *argv]
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 90) -> None:
+    """Poll ``predicate`` until it holds; an AssertionError naming ``what`` after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
