@@ -6,6 +6,7 @@ Against the local statistics server of tests/support/statistics_server.py (real 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pytest
 
 from abeja_runtime.config import env_flag
 from abeja_runtime.errors import ConfigurationError, StatisticsError
+from abeja_runtime.statistics import _sender
 from abeja_runtime.statistics._delivery_state import DeliveryState
 from abeja_runtime.statistics.reporter import StatisticsReporter
 from abeja_runtime.statistics.spool import spool_enabled
@@ -135,6 +137,30 @@ def test_flush_cuts_a_long_backoff_short_once_the_api_is_back(
     assert reporter.flush(10)
     assert time.monotonic() - started < 2.0
     assert server.documents == [{"epoch": 0}]
+
+
+def test_flush_cuts_the_backoff_ceiling_of_a_long_outage_short_once_the_api_is_back(
+    server: StatisticsServer, make_reporter: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After a minute of connection refused the sender's own backoff sits at its
+    # 30 s ceiling: here the first retry already waits the ceiling (no jitter).
+    # The API comes back; a flush must deliver within 2 s, not at the next try.
+    ceiling = _sender.RETRY.backoff_max
+    monkeypatch.setattr(
+        _sender, "RETRY", dataclasses.replace(_sender.RETRY, backoff_initial=ceiling, jitter=0.0)
+    )
+    server.stop()  # connection refused
+    reporter = make_reporter()
+    reporter.report(epoch=0, num_epochs=3, epoch_end=True)
+    deadline = time.monotonic() + 10
+    while reporter.counters["retried"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert reporter.counters["retried"] == 1  # the sender now sleeps the ceiling
+    server.start()
+    started = time.monotonic()
+    assert reporter.flush(10)
+    assert time.monotonic() - started < 2.0
+    assert server.documents == [{"epoch": 0, "num_epochs": 3}]
 
 
 def test_a_flush_during_the_post_of_the_latest_step_posts_it_once(
